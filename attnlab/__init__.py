@@ -1,0 +1,3 @@
+"""attnlab: self-attention models over customer event histories."""
+
+__version__ = "0.1.0"
