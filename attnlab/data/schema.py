@@ -42,3 +42,20 @@ EVENT_COLUMNS: dict[str, np.dtype] = {
     "value": np.dtype("float32"),
     "event_type": np.dtype("int8"),
 }
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("customer_id", "item_id", "timestamp")
+"""Columns a source must always provide; the others have documented defaults."""
+
+OPTIONAL_DEFAULTS: dict[str, str] = {
+    "basket_id": "one basket per (customer_id, timestamp)",
+    "quantity": "1.0",
+    "value": "0.0",
+    "event_type": "EventType.PURCHASE",
+}
+"""What :func:`attnlab.data.events.validate_events` assumes when a column is absent."""
+
+PREPROCESSING_VERSION = "1"
+"""Bump whenever a change to repairs or store layout must invalidate every cache."""
+
+UNKNOWN_LABEL = "<unknown>"
+"""Label of code 0 in every categorical side-information vocabulary."""

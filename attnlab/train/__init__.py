@@ -1,1 +1,1 @@
-
+"""Training: ``train_and_evaluate(cfg) -> RunResult``."""

@@ -1,0 +1,202 @@
+"""Padded model inputs from ragged histories, and leak-free training targets.
+
+A batch row is the most recent ``max_len`` visible events of one prediction point
+(:class:`attnlab.data.splits.Examples`), right-padded: position ``lengths[b] - 1`` is
+the latest visible event. Everything is gathered with vectorised index arithmetic.
+
+Training targets (next_item / next_basket). Items of one basket share a timestamp, so
+"the next event" inside a basket is not a prediction target anyone could use at
+serving time. The target of every position is instead an item of the *next purchase
+basket* after the position's own basket: position ``r`` of basket ``g`` (``r``-th in
+the basket's seeded order) targets item ``r mod |next basket|`` of the next basket.
+Targets never come from at or after ``train_end`` (see :func:`next_basket_targets`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from attnlab.data.schema import EventType
+from attnlab.data.sequences import SequenceStore
+
+SECONDS_PER_DAY = 86400.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Right-padded model inputs; every array is ``[batch, max_len]`` unless noted.
+
+    Attributes:
+      item: int32 vocabulary index (0 = padding / no item).
+      event_type: int32 :class:`EventType` code (0 = padding).
+      time: float32 days relative to the prediction cutoff (<= 0), for time decay.
+      gap: float32 log1p(days since the previous visible event), 0 at the first.
+      age: float32 log1p(days from the event to the cutoff).
+      value: float32 signed log1p of the money value.
+      quantity: float32 log1p of max(quantity, 0).
+      weekday: int32 0..6 (Monday = 0). hour: int32 0..23.
+      lengths: int32[batch] number of valid positions.
+      index: int64 absolute store index of each position (-1 at padding).
+      targets: int32 per-position training target item (0 = none), or None.
+    """
+
+    item: np.ndarray
+    event_type: np.ndarray
+    time: np.ndarray
+    gap: np.ndarray
+    age: np.ndarray
+    value: np.ndarray
+    quantity: np.ndarray
+    weekday: np.ndarray
+    hour: np.ndarray
+    lengths: np.ndarray
+    index: np.ndarray
+    targets: np.ndarray | None = None
+
+    def model_inputs(self) -> dict[str, np.ndarray]:
+        """The arrays a model reads (everything except bookkeeping)."""
+        d = dataclasses.asdict(self)
+        d.pop("index")
+        d.pop("targets")
+        return d
+
+
+def window_indices(
+    starts: np.ndarray, ends: np.ndarray, *, max_len: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute indices of the last ``max_len`` events of ``[starts, ends)``.
+
+    Returns:
+      ``(index int64[m, max_len], lengths int32[m])``; padded slots hold -1.
+    """
+    lengths = np.minimum(ends - starts, max_len).clip(min=0)
+    first = ends - lengths
+    idx = first[:, None] + np.arange(max_len)[None, :]
+    valid = np.arange(max_len)[None, :] < lengths[:, None]
+    return np.where(valid, idx, -1), lengths.astype(np.int32)
+
+
+def make_batch(
+    store: SequenceStore,
+    *,
+    customers: np.ndarray,
+    ends: np.ndarray,
+    cutoffs: np.ndarray | None,
+    max_len: int,
+    targets: np.ndarray | None = None,
+) -> Batch:
+    """Gather a padded batch.
+
+    Args:
+      store: the ragged event store.
+      customers: ``int64[m]`` store rows.
+      ends: ``int64[m]`` exclusive absolute end of each visible history.
+      cutoffs: ``int64[m]`` prediction time in seconds (all visible events are before),
+        used as the reference for ``time``/``age`` (churn: the known scoring date). None
+        uses each row's latest visible event instead, so the model never learns *when*
+        the next purchase happens (next_item / next_basket).
+      max_len: window length; older events are truncated.
+      targets: optional ``int32[n_events]`` per-event training target (from
+        :func:`next_basket_targets`), gathered at each position.
+    """
+    customers = np.asarray(customers, dtype=np.int64)
+    ends = np.asarray(ends, dtype=np.int64)
+    starts = np.asarray(store.offsets)[customers]
+    if np.any(ends < starts) or np.any(ends > np.asarray(store.offsets)[customers + 1]):
+        raise ValueError("make_batch: an example's end lies outside its customer's history.")
+    idx, lengths = window_indices(starts, ends, max_len=max_len)
+    valid = idx >= 0
+    safe = np.where(valid, idx, 0)
+
+    def take(arr, dtype, fill=0):
+        return np.where(valid, np.asarray(arr)[safe], fill).astype(dtype)
+
+    t = np.asarray(store.time)[safe]
+    if cutoffs is None:
+        last = np.take_along_axis(t, np.maximum(lengths - 1, 0)[:, None].astype(np.int64), axis=1)
+        cut = np.where(lengths[:, None] > 0, last, 0)
+    else:
+        cut = np.asarray(cutoffs, dtype=np.int64)[:, None]
+    rel_days = np.where(valid, (t - cut) / SECONDS_PER_DAY, 0.0)
+    prev = np.concatenate([t[:, :1], t[:, :-1]], axis=1)
+    gap_days = np.where(valid, (t - prev) / SECONDS_PER_DAY, 0.0).clip(min=0.0)
+    value = take(store.value, np.float32)
+    # Calendar features from the epoch: day 0 (1970-01-01) was a Thursday.
+    days = np.floor_divide(t, 86400)
+    weekday = np.where(valid, (days + 3) % 7, 0).astype(np.int32)
+    hour = np.where(valid, (t % 86400) // 3600, 0).astype(np.int32)
+    return Batch(
+        item=take(store.item, np.int32),
+        event_type=take(store.event_type, np.int32),
+        time=rel_days.astype(np.float32),
+        gap=np.log1p(gap_days).astype(np.float32),
+        age=np.log1p(np.maximum(-rel_days, 0.0)).astype(np.float32),
+        value=(np.sign(value) * np.log1p(np.abs(value))).astype(np.float32),
+        quantity=np.log1p(take(store.quantity, np.float32).clip(min=0.0)).astype(np.float32),
+        weekday=weekday,
+        hour=hour,
+        lengths=lengths,
+        index=idx,
+        targets=None if targets is None else take(targets, np.int32),
+    )
+
+
+def basket_groups(store: SequenceStore) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Consecutive runs of one customer's events sharing a basket id.
+
+    Returns:
+      ``(group int64[n_events], group_start int64[n_groups], group_size int64[n_groups])``.
+    """
+    n = store.n_events
+    basket = np.asarray(store.basket)
+    new_customer = np.zeros(n, dtype=bool)
+    new_customer[np.asarray(store.offsets)[:-1][np.asarray(store.lengths) > 0]] = True
+    change = np.ones(n, dtype=bool)
+    if n > 1:
+        change[1:] = basket[1:] != basket[:-1]
+    change |= new_customer
+    group = np.cumsum(change) - 1
+    group_start = np.flatnonzero(change)
+    group_size = np.diff(np.append(group_start, n))
+    return group, group_start, group_size
+
+
+def next_basket_targets(store: SequenceStore, train_end: np.ndarray) -> np.ndarray:
+    """Per-event training target: an item of the next purchase basket (0 = none).
+
+    Only baskets that lie entirely before the customer's ``train_end`` are used as
+    targets, so validation/test baskets never become training targets.
+
+    Args:
+      store: the event store.
+      train_end: ``int64[n_customers]`` exclusive end of each customer's training events.
+
+    Returns:
+      ``int32[n_events]``.
+    """
+    n = store.n_events
+    if n == 0:
+        return np.zeros(0, dtype=np.int32)
+    group, gstart, gsize = basket_groups(store)
+    item = np.asarray(store.item)
+    etype = np.asarray(store.event_type)
+    cust_of_event = np.repeat(np.arange(store.n_customers), np.asarray(store.lengths))
+    gcust = cust_of_event[gstart]
+    gend = gstart + gsize
+    is_purchase = (etype[gstart] == EventType.PURCHASE) & (item[gstart] > 0)
+    is_purchase &= gend <= np.asarray(train_end)[gcust]
+    purchase_groups = np.flatnonzero(is_purchase)
+    # Next purchase group strictly after each group, same customer only.
+    pos = np.searchsorted(purchase_groups, np.arange(len(gstart)) + 1)
+    has_next = pos < len(purchase_groups)
+    nxt = np.where(has_next, purchase_groups[np.minimum(pos, len(purchase_groups) - 1)], 0)
+    has_next &= gcust[nxt] == gcust
+    rank_in_group = np.arange(n) - gstart[group]
+    ng = nxt[group]
+    target_idx = gstart[ng] + rank_in_group % gsize[ng]
+    targets = np.where(has_next[group], item[target_idx], 0)
+    # Positions at/after train_end are never trained on.
+    targets = np.where(np.arange(n) < np.asarray(train_end)[cust_of_event], targets, 0)
+    return targets.astype(np.int32)

@@ -1,0 +1,342 @@
+"""Event tables: the validated, repaired output of every data source.
+
+A source (``attnlab.data.sources.<name>``) turns raw files into an :class:`EventData`:
+one ``events`` frame in the canonical schema (:mod:`attnlab.data.schema`), side tables
+for items and customers, and a :class:`RepairReport` that counts every change made to
+the raw data. :func:`validate_events` is the single gate every frame passes through;
+it either returns a frame with exactly the canonical dtypes or raises a
+:class:`DataError` that names the file, the column, the first offending rows and what
+to do about it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from attnlab.data.schema import EVENT_COLUMNS, NO_ITEM, REQUIRED_COLUMNS, EventType
+
+_MAX_SHOWN = 5
+
+
+class DataError(ValueError):
+    """Raised when input data cannot be turned into valid events.
+
+    The message always names the source, the file (when there is one), the column,
+    the first offending rows and a suggested fix.
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class Repair:
+    """One documented repair rule applied to a data set.
+
+    Attributes:
+      code: stable machine-readable name, e.g. ``"zero_quantity"``.
+      count: number of rows (or entities) the rule touched; 0 means "checked, none".
+      message: human sentence including the count.
+    """
+
+    code: str
+    count: int
+    message: str
+
+
+class RepairReport:
+    """Ordered, counted record of every repair a source applied.
+
+    Sources call :meth:`add` for every rule they check, in the order applied, also
+    when the count is 0 (so the report documents what was checked). The report is
+    printed when data is loaded and stored in ``SequenceStore.meta["repairs"]``.
+    """
+
+    def __init__(self, repairs: list[Repair] | None = None) -> None:
+        self._repairs: list[Repair] = list(repairs or [])
+
+    def add(self, code: str, count: int, template: str) -> Repair:
+        """Records a repair.
+
+        Args:
+          code: stable name of the rule.
+          count: rows touched.
+          template: message; ``{count}`` / ``{count:,}`` are filled in.
+
+        Returns:
+          The recorded :class:`Repair`.
+        """
+        count = int(count)
+        repair = Repair(code=code, count=count, message=template.format(count=count))
+        self._repairs.append(repair)
+        return repair
+
+    def count(self, code: str) -> int:
+        """Total count recorded under ``code`` (0 if never recorded)."""
+        return sum(r.count for r in self._repairs if r.code == code)
+
+    def codes(self) -> list[str]:
+        return [r.code for r in self._repairs]
+
+    def __iter__(self) -> Iterator[Repair]:
+        return iter(self._repairs)
+
+    def __len__(self) -> int:
+        return len(self._repairs)
+
+    def lines(self) -> list[str]:
+        """One human-readable line per repair, in order."""
+        return [r.message for r in self._repairs]
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """JSON-serialisable form (stored in store meta)."""
+        return [dataclasses.asdict(r) for r in self._repairs]
+
+    @classmethod
+    def from_list(cls, items: list[dict[str, Any]]) -> "RepairReport":
+        return cls([Repair(**item) for item in items])
+
+    def format(self, *, title: str = "repairs") -> str:
+        """Multi-line report for printing."""
+        if not self._repairs:
+            return f"{title}: none"
+        body = "\n".join(f"  {i + 1:2d}. {r.message}" for i, r in enumerate(self._repairs))
+        return f"{title}:\n{body}"
+
+    def __repr__(self) -> str:
+        return f"RepairReport({len(self._repairs)} entries)"
+
+
+@dataclasses.dataclass(frozen=True)
+class EventData:
+    """Everything a source produces.
+
+    Attributes:
+      events: canonical events (:data:`attnlab.data.schema.EVENT_COLUMNS`, plus
+        optional side columns such as ``campaign_id``), one row per event.
+      item_features: item side information indexed by ``item_id`` (e.g.
+        ``department``, ``brand``); may be empty.
+      customer_features: customer side information indexed by ``customer_id``
+        (e.g. demographics, synthetic ground truth); may be empty.
+      repairs: what was changed, dropped or flagged, counted.
+      source: registered source name.
+      meta: JSON-serialisable source facts (e.g. the synthetic ground truth).
+    """
+
+    events: pd.DataFrame
+    item_features: pd.DataFrame
+    customer_features: pd.DataFrame
+    repairs: RepairReport
+    source: str
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def n_events(self) -> int:
+        return len(self.events)
+
+    def summary(self) -> dict[str, int]:
+        ev = self.events
+        return {
+            "events": len(ev),
+            "customers": int(ev["customer_id"].nunique()),
+            "items": int(ev.loc[ev["item_id"] != NO_ITEM, "item_id"].nunique()),
+            "baskets": int(ev["basket_id"].nunique()),
+        }
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _where(source: str, file: str | Path | None) -> str:
+    return f"[{source}] {file}" if file is not None else f"[{source}] <in-memory frame>"
+
+
+def _show(df_index: pd.Index, values: pd.Series, mask: np.ndarray, row_label: str) -> str:
+    pos = np.flatnonzero(mask)[:_MAX_SHOWN]
+    shown = ", ".join(f"{row_label} {df_index[p]} ({values.iloc[p]!r})" for p in pos)
+    more = int(mask.sum()) - len(pos)
+    return shown + (f", ... and {more:,} more" if more > 0 else "")
+
+
+def _fail(source, file, column, mask, values, index, row_label, problem, fix) -> None:
+    n = int(mask.sum())
+    raise DataError(
+        f"{_where(source, file)}: column '{column}': {n:,} {row_label}(s) {problem}. "
+        f"First offending: {_show(index, values, mask, row_label)}. {fix}"
+    )
+
+
+def _as_int(df, column, *, source, file, row_label, fix) -> np.ndarray:
+    col = df[column]
+    if pd.api.types.is_integer_dtype(col.dtype) and not col.hasnans:
+        return col.to_numpy(dtype=np.int64)
+    if pd.api.types.is_bool_dtype(col.dtype):
+        return col.to_numpy(dtype=np.int64)
+    num = pd.to_numeric(col, errors="coerce")
+    missing = col.isna().to_numpy()
+    if missing.any():
+        _fail(source, file, column, missing, col, df.index, row_label, "are missing", fix)
+    arr = num.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(arr) | (arr != np.floor(arr)) | (np.abs(arr) >= 2.0**63)
+    if bad.any():
+        _fail(source, file, column, bad, col, df.index, row_label,
+              "are not integers", fix)
+    return arr.astype(np.int64)
+
+
+def _as_float(df, column, *, source, file, row_label) -> np.ndarray:
+    col = df[column]
+    num = pd.to_numeric(col, errors="coerce")
+    arr = num.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        missing = col.isna().to_numpy()
+        problem = "are missing" if missing[bad].all() else "are not finite numbers"
+        _fail(source, file, column, bad, col, df.index, row_label, problem,
+              f"Clean or fill '{column}' in the source file (e.g. 1 for quantity, "
+              "0 for value), or drop it from the column mapping to use the default.")
+    return arr.astype(np.float32)
+
+
+def _parse(col: pd.Series, fmt: str | None) -> pd.Series:
+    parsed = pd.to_datetime(col, errors="coerce", format=fmt)
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        parsed = parsed.dt.tz_localize(None)
+    return parsed
+
+
+def _as_timestamp(df, *, source, file, row_label, timestamp_format=None) -> np.ndarray:
+    col = df["timestamp"]
+    fix = ("Every event needs a time: fix or remove these rows, or pass "
+           "timestamp_format='%Y-%m-%d %H:%M:%S' (strftime codes) matching the file.")
+    missing = col.isna().to_numpy()
+    if missing.any():
+        _fail(source, file, "timestamp", missing, col, df.index, row_label,
+              "have a missing timestamp", fix)
+    if isinstance(col.dtype, pd.DatetimeTZDtype):
+        col = col.dt.tz_localize(None)  # keep local wall-clock time
+    if pd.api.types.is_datetime64_any_dtype(col.dtype):
+        parsed = col
+    elif pd.api.types.is_numeric_dtype(col.dtype):
+        _fail(source, file, "timestamp", np.ones(len(col), bool), col, df.index, row_label,
+              "are numbers, not dates",
+              "Numeric times are ambiguous: convert them to datetimes first, or use the "
+              "tabular source with timestamp_unit='s' (or 'ms', 'D').")
+    else:
+        parsed = _parse(col, timestamp_format)
+        bad = parsed.isna().to_numpy()
+        if bad.any() and timestamp_format is None:  # inferred format misses some rows
+            parsed = parsed.astype("datetime64[ns]")
+            parsed[bad] = _parse(col[bad], "mixed").astype("datetime64[ns]")
+            bad = parsed.isna().to_numpy()
+        if bad.any():
+            _fail(source, file, "timestamp", bad, col, df.index, row_label,
+                  "have an unparseable timestamp", fix)
+    return parsed.to_numpy().astype("datetime64[ns]")
+
+
+def validate_events(
+    df: pd.DataFrame,
+    *,
+    source: str,
+    file: str | Path | None = None,
+    row_label: str = "row",
+    timestamp_format: str | None = None,
+    repairs: RepairReport | None = None,
+) -> pd.DataFrame:
+    """Checks and coerces a frame to the canonical event schema.
+
+    Missing optional columns get the defaults of
+    :data:`attnlab.data.schema.OPTIONAL_DEFAULTS` (recorded in ``repairs`` when given).
+    Extra columns are kept (as side columns) after the canonical ones.
+
+    Args:
+      df: raw events, one row per event; ``df.index`` labels are used in error
+        messages (sources index CSV frames by file line number).
+      source: source name for messages.
+      file: file the rows came from, for messages.
+      row_label: what an index label is called in messages (``"row"``, ``"line"``).
+      timestamp_format: strftime format for string timestamps (None: inferred).
+      repairs: report receiving one entry per defaulted column.
+
+    Returns:
+      A new frame with columns ``EVENT_COLUMNS`` (exact dtypes) then any extras.
+
+    Raises:
+      DataError: a required column is absent, a value cannot be coerced, a timestamp
+        is missing/unparseable, an id is not an integer, or a code is out of range.
+    """
+    where = _where(source, file)
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"{where}: expected a pandas DataFrame of events, got {type(df).__name__}.")
+    if len(df) == 0:
+        raise DataError(f"{where}: no events (0 rows). Check the file and any filters.")
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{where}: missing required column(s) {missing}; present: {list(df.columns)}. "
+            "Rename them or give a column mapping (tabular source: columns={...})."
+        )
+    kw = dict(source=source, file=file, row_label=row_label)
+    out: dict[str, np.ndarray] = {}
+    id_fix = ("Ids must be integers: map string ids to integer codes (the tabular source "
+              "does this with factorize) or drop rows without an id.")
+    out["customer_id"] = _as_int(df, "customer_id", fix=id_fix, **kw)
+    out["item_id"] = _as_int(df, "item_id", fix=id_fix + f" Use {NO_ITEM} for 'no item'.", **kw)
+    bad = out["item_id"] < NO_ITEM
+    if bad.any():
+        _fail(source, file, "item_id", bad, df["item_id"], df.index, row_label,
+              f"are negative (only {NO_ITEM} = NO_ITEM is allowed)",
+              "Re-map the item ids to non-negative integers.")
+    out["timestamp"] = _as_timestamp(df, timestamp_format=timestamp_format, **kw)
+    if "basket_id" in df.columns:
+        out["basket_id"] = _as_int(df, "basket_id", fix=id_fix, **kw)
+    else:
+        key = pd.DataFrame({"c": out["customer_id"], "t": out["timestamp"]})
+        out["basket_id"] = key.groupby(["c", "t"], sort=True).ngroup().to_numpy(np.int64)
+        if repairs is not None:
+            repairs.add("default_basket", len(df),
+                        "no basket column: {count:,} events grouped into one basket per "
+                        "(customer, timestamp)")
+    for name, default in (("quantity", 1.0), ("value", 0.0)):
+        if name in df.columns:
+            out[name] = _as_float(df, name, **kw)
+        else:
+            out[name] = np.full(len(df), default, np.float32)
+            if repairs is not None:
+                repairs.add(f"default_{name}", len(df),
+                            f"no {name} column: {{count:,}} events get {name} = {default}")
+    if "event_type" in df.columns:
+        et = _as_int(df, "event_type", fix="Use attnlab.data.schema.EventType codes.", **kw)
+        valid = np.isin(et, [int(e) for e in EventType if e != EventType.PAD])
+        if not valid.all():
+            _fail(source, file, "event_type", ~valid, df["event_type"], df.index, row_label,
+                  "are not valid EventType codes (1..4)",
+                  "Use attnlab.data.schema.EventType (PAD = 0 is reserved for padding).")
+        out["event_type"] = et.astype(np.int8)
+    else:
+        out["event_type"] = np.full(len(df), int(EventType.PURCHASE), np.int8)
+    frame = pd.DataFrame({c: out[c] for c in EVENT_COLUMNS}, index=df.index)
+    for name, dtype in EVENT_COLUMNS.items():
+        assert frame[name].dtype == dtype, (name, frame[name].dtype)
+    extras = [c for c in df.columns if c not in EVENT_COLUMNS]
+    for c in extras:
+        frame[c] = df[c].array
+    return frame.reset_index(drop=True)
+
+
+def drop_exact_duplicates(
+    df: pd.DataFrame, repairs: RepairReport, *, what: str = "rows", subset=None
+) -> pd.DataFrame:
+    """Drops rows identical to an earlier row (all columns, or ``subset``), counted."""
+    dup = df.duplicated(subset=subset, keep="first").to_numpy()
+    repairs.add("exact_duplicates", int(dup.sum()),
+                f"dropped {{count:,}} exact duplicate {what} (kept the first of each)")
+    return df.loc[~dup] if dup.any() else df
+
+
+def negative_ids(n: int, *, after: int = 0) -> np.ndarray:
+    """Unique negative basket ids ``-(after + 1) .. -(after + n)`` for non-basket events."""
+    return -np.arange(after + 1, after + n + 1, dtype=np.int64)

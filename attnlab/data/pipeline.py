@@ -1,0 +1,247 @@
+"""Config -> events -> :class:`SequenceStore`, fingerprinted and cached on disk.
+
+The one call the trainer makes::
+
+    store = load_sequences(cfg.data.name, dict(cfg.data.options), cache_dir=".cache/attnlab")
+
+Cache layout: ``<cache_dir>/<fingerprint>/`` holds one ``.npy`` per array and
+``meta.json`` (written last, with ``"complete": true``). The directory is written
+under a temporary name and renamed into place, so a crashed build never looks like a
+cache hit. Cached arrays are opened with ``np.load(mmap_mode="r")``: nothing is read
+until used, so stores larger than RAM work.
+
+The fingerprint hashes: the source name and version, every option (defaults filled
+in), the name/size/mtime of every raw file the source reads, the preprocessing
+version (:data:`attnlab.data.schema.PREPROCESSING_VERSION`) and the build seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from attnlab.data.events import DataError, EventData
+from attnlab.data.schema import PREPROCESSING_VERSION
+from attnlab.data.sequences import (
+    CORE_ARRAYS, DICT_GROUPS, VOCAB_GROUPS, SequenceStore, build_store,
+)
+from attnlab.data.sources import get_source
+
+log = logging.getLogger("attnlab.data")
+META_FILE = "meta.json"
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-friendly copy of options (OmegaConf containers, Paths, numpy scalars)."""
+    try:  # Hydra configs
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(obj, (DictConfig, ListConfig)):
+            obj = OmegaConf.to_container(obj, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def fingerprint(name: str, options: Mapping[str, Any] | None = None, *, seed: int = 0) -> str:
+    """Cache key ``"<name>-<16 hex>"`` of a source, its options, raw files and seed."""
+    src = get_source(name)
+    opts = src.resolve_options(_plain(options or {}))
+    files = []
+    for f in src.files(**opts):
+        f = Path(f)
+        st = f.stat() if f.exists() else None
+        files.append([f.name, st.st_size if st else -1, st.st_mtime_ns if st else -1])
+    payload = {"source": name, "source_version": src.version, "options": opts,
+               "files": files, "preprocessing": PREPROCESSING_VERSION, "seed": int(seed)}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
+    return f"{name}-{digest.hexdigest()[:16]}"
+
+
+def load_events(name: str, options: Mapping[str, Any] | None = None) -> EventData:
+    """Runs source ``name`` with ``options`` (unknown options raise :class:`DataError`)."""
+    src = get_source(name)
+    return src.load(**src.resolve_options(_plain(options or {})))
+
+
+# ---------------------------------------------------------------------------- store I/O
+
+
+def save_store(store: SequenceStore, directory: str | Path, *, progress: bool = False) -> None:
+    """Writes ``store`` as ``.npy`` files + ``meta.json`` into a new ``directory``.
+
+    Not atomic by itself; :func:`load_sequences` writes into a temporary directory
+    and renames it. ``meta.json`` is written last and marks the directory complete.
+    """
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=False)
+    arrays = store.arrays()
+    for key, arr in tqdm(arrays.items(), desc="write cache", disable=not progress, leave=False):
+        np.save(d / f"{key}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+    meta = {
+        "complete": True,
+        "format": 1,
+        "groups": {g: list(getattr(store, g)) for g in DICT_GROUPS},
+        "vocabs": {g: getattr(store, g) for g in VOCAB_GROUPS},
+        "meta": store.meta,
+    }
+    with open(d / META_FILE, "w") as fh:
+        json.dump(meta, fh, default=_json_default)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def is_complete(directory: str | Path) -> bool:
+    """True when ``directory`` holds a fully written store."""
+    try:
+        with open(Path(directory) / META_FILE) as fh:
+            return bool(json.load(fh).get("complete"))
+    except (OSError, ValueError):
+        return False
+
+
+def load_store(directory: str | Path, *, mmap: bool = True) -> SequenceStore:
+    """Opens a saved store; arrays are memory-mapped (read-only) when ``mmap``."""
+    d = Path(directory)
+    if not is_complete(d):
+        raise DataError(f"{d}: not a complete attnlab store (no valid {META_FILE}); "
+                        "delete the directory or rebuild with refresh=True.")
+    with open(d / META_FILE) as fh:
+        meta = json.load(fh)
+    mode = "r" if mmap else None
+
+    def arr(key: str) -> np.ndarray:
+        return np.load(d / f"{key}.npy", mmap_mode=mode, allow_pickle=False)
+
+    kw: dict[str, Any] = {name: arr(name) for name in CORE_ARRAYS}
+    for group in DICT_GROUPS:
+        kw[group] = {name: arr(f"{group}.{i}") for i, name in enumerate(meta["groups"][group])}
+    for group in VOCAB_GROUPS:
+        kw[group] = meta["vocabs"][group]
+    return SequenceStore(**kw, meta=meta["meta"])
+
+
+# ------------------------------------------------------------------------------- entry
+
+
+def _say(msg: str, progress: bool) -> None:
+    log.info(msg)
+    if progress:
+        tqdm.write(msg, file=sys.stderr)
+
+
+def load_sequences(
+    name: str,
+    options: Mapping[str, Any] | None = None,
+    *,
+    cache_dir: str | Path | None = ".cache/attnlab",
+    seed: int = 0,
+    progress: bool = True,
+    refresh: bool = False,
+) -> SequenceStore:
+    """Loads a source as a cached, memory-mapped :class:`SequenceStore`.
+
+    Args:
+      name: registered source (``complete_journey``, ``cdnow``, ``tabular``,
+        ``synthetic``, or one added with ``register_source``).
+      options: keyword options of that source (a dict or OmegaConf node).
+      cache_dir: root of the on-disk cache; ``None`` disables caching.
+      seed: seed of the within-basket order (part of the fingerprint).
+      progress: tqdm bars and a printed repair report.
+      refresh: rebuild even when a complete cache entry exists.
+
+    Returns:
+      The store. ``meta`` has ``fingerprint``, ``source``, ``options``, ``repairs``
+      (list of ``{code, count, message}``), ``build_seconds`` and ``cache``
+      (``{"hit", "path", "load_seconds"}``).
+
+    Raises:
+      DataError: unknown source or option, unreadable or invalid input data.
+    """
+    t0 = time.perf_counter()
+    opts = get_source(name).resolve_options(_plain(options or {}))
+    fp = fingerprint(name, opts, seed=seed)
+    if cache_dir is None:
+        store = _build(name, opts, fp, seed=seed, progress=progress)
+        return _with_cache_info(store, hit=False, path=None, t0=t0)
+    root = Path(cache_dir)
+    final = root / fp
+    if not refresh and is_complete(final):
+        store = load_store(final, mmap=True)
+        _say(f"[{name}] cache hit {final} ({store.n_customers:,} customers, "
+             f"{store.n_events:,} events); repairs at build time:", progress)
+        for item in store.meta.get("repairs", []):
+            _say(f"  - {item['message']}", progress)
+        return _with_cache_info(store, hit=True, path=final, t0=t0)
+
+    store = _build(name, opts, fp, seed=seed, progress=progress)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{fp}-", dir=root))
+    try:
+        save_store(store, tmp / "store", progress=progress)
+        if final.exists():  # stale/partial entry or refresh: replace it
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.rename(tmp / "store", final)
+        except OSError:
+            if not is_complete(final):  # someone else's rename won only if complete
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    store = load_store(final, mmap=True)
+    return _with_cache_info(store, hit=False, path=final, t0=t0)
+
+
+def _build(name: str, opts: dict, fp: str, *, seed: int, progress: bool) -> SequenceStore:
+    t0 = time.perf_counter()
+    _say(f"[{name}] building {fp} (cache miss)", progress)
+    data = load_events(name, opts)
+    _say(data.repairs.format(title=f"[{name}] repairs"), progress)
+    store = build_store(data, seed=seed, progress=progress)
+    store.meta.update({"fingerprint": fp, "options": _plain(opts),
+                       "build_seconds": round(time.perf_counter() - t0, 3)})
+    return store
+
+
+def _with_cache_info(store: SequenceStore, *, hit: bool, path: Path | None,
+                     t0: float) -> SequenceStore:
+    store.meta["cache"] = {"hit": hit, "path": None if path is None else str(path),
+                           "load_seconds": round(time.perf_counter() - t0, 3)}
+    return store
+
+
+def store_from_config(cfg: Mapping[str, Any], *, cache_dir: str | Path = ".cache/attnlab",
+                      progress: bool = True, refresh: bool = False) -> SequenceStore:
+    """``{name: ..., options: {...}, seed?: int}`` (e.g. Hydra ``cfg.data``) -> store."""
+    c = _plain(cfg)
+    if "name" not in c:
+        raise DataError(f"data config needs a 'name' (one of the registered sources); got {c}.")
+    return load_sequences(c["name"], c.get("options") or {}, cache_dir=cache_dir,
+                          seed=int(c.get("seed", 0)), progress=progress, refresh=refresh)

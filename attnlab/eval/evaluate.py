@@ -1,0 +1,199 @@
+"""Evaluation loops: full-catalogue ranking (next item / next basket) and churn.
+
+A ranking scorer is ``score_fn(store, examples_chunk) -> float32[m, n_items + 1]``: one
+score per vocabulary entry for each example of the chunk, computed from the visible
+history ``store[offsets[customer[i]]:end[i]]`` only. The evaluator overwrites column
+0 ("no item") with ``-inf`` and ranks the target(s) against EVERY item (no sampled
+negatives), ``batch_size`` examples at a time so memory stays at
+``batch_size x (n_items + 1)`` scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from attnlab.data.schema import EventType
+from attnlab.data.sequences import SequenceStore
+from attnlab.data.splits import Examples
+from attnlab.eval import metrics as M
+
+ScoreFn = Callable[[SequenceStore, Examples], np.ndarray]
+ProbFn = Callable[[SequenceStore, Examples], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    """Result of one evaluation.
+
+    Attributes:
+      metrics: name -> mean over the examples where the metric is defined (plus
+        counts such as ``n_repeat``); JSON-friendly floats.
+      per_example: name -> ``float64[n]`` (NaN where undefined), aligned with the
+        examples' rows, for paired significance tests.
+      n: number of examples evaluated.
+    """
+
+    metrics: dict[str, float]
+    per_example: dict[str, np.ndarray]
+    n: int
+
+
+def _chunks(n: int, batch_size: int):
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for lo in range(0, n, batch_size):
+        yield np.arange(lo, min(lo + batch_size, n))
+
+
+def _checked_scores(score_fn: ScoreFn, store: SequenceStore, chunk: Examples) -> np.ndarray:
+    scores = np.asarray(score_fn(store, chunk))
+    expected = (len(chunk), store.n_items + 1)
+    if scores.shape != expected:
+        raise ValueError(f"score_fn returned shape {scores.shape}; expected {expected} "
+                         "(examples x (n_items + 1), column 0 = no item)")
+    scores = np.array(scores, dtype=np.float32, copy=True)  # own a writable copy
+    scores[:, 0] = -np.inf
+    if np.isnan(scores).any():
+        bad = np.flatnonzero(np.isnan(scores).any(axis=1))[:5]
+        raise ValueError(f"score_fn returned NaN scores for chunk rows {bad.tolist()} ...")
+    return scores
+
+
+def evaluate_next_item(score_fn: ScoreFn, store: SequenceStore, examples: Examples, *,
+                       ks: Sequence[int] = (10, 20), batch_size: int = 256,
+                       progress: bool = True) -> EvalResult:
+    """Full-catalogue next-item evaluation (pessimistic ties, no sampled negatives).
+
+    Args:
+      score_fn: ``(store, examples_chunk) -> float32[m, n_items + 1]``.
+      store: the event store the examples index into.
+      examples: one target per row (``target_offsets == arange(M + 1)``).
+      ks: cut-offs for HR/NDCG/MRR.
+      batch_size: examples scored per call.
+      progress: show a tqdm bar.
+
+    Returns:
+      :class:`EvalResult` with ``hr@k``, ``ndcg@k``, ``mrr@k``, ``mrr`` and per-example
+      ``rank`` (1-based, over all ``n_items`` items).
+    """
+    if examples.target_items is None:
+        raise ValueError("next-item evaluation needs Examples with target_items")
+    if not np.array_equal(np.diff(examples.target_offsets), np.ones(len(examples))):
+        raise ValueError("next-item evaluation needs exactly one target per example; "
+                         "use evaluate_next_basket for target sets")
+    ranks = np.empty(len(examples), dtype=np.int64)
+    with tqdm(total=len(examples), desc="next-item eval", disable=not progress) as bar:
+        for idx in _chunks(len(examples), batch_size):
+            chunk = examples.take(idx)
+            scores = _checked_scores(score_fn, store, chunk)
+            ranks[idx] = M.target_ranks(scores, chunk.target_items)
+            bar.update(len(idx))
+    per = M.rank_metrics(ranks, ks=ks)
+    per["rank"] = ranks.astype(np.float64)
+    metrics = {k: v for k, v in M.nan_means(per).items() if k != "rank"}
+    metrics["n"] = float(len(examples))
+    return EvalResult(metrics=metrics, per_example=per, n=len(examples))
+
+
+def history_repeat_mask(store: SequenceStore, examples: Examples) -> np.ndarray:
+    """``bool[n_targets]``: target item was PURCHASED in the example's visible history.
+
+    Vectorised over the chunk: the visible purchase events of every row are gathered
+    into ``row * (n_items + 1) + item`` keys and matched against the target keys.
+    """
+    off = examples.target_offsets
+    m = len(examples)
+    starts = store.offsets[examples.customer]
+    sizes = examples.end - starts
+    h_off = np.concatenate([[0], np.cumsum(sizes)])
+    ev = np.repeat(starts - h_off[:-1], sizes) + np.arange(h_off[-1])
+    h_row = np.repeat(np.arange(m), sizes)
+    keep = (store.event_type[ev] == EventType.PURCHASE) & (store.item[ev] > 0)
+    v = store.n_items + 1
+    h_keys = h_row[keep] * v + store.item[ev[keep]].astype(np.int64)
+    t_keys = np.repeat(np.arange(m), np.diff(off)) * v + examples.target_items.astype(np.int64)
+    return np.isin(t_keys, h_keys)
+
+
+def evaluate_next_basket(score_fn: ScoreFn, store: SequenceStore, examples: Examples, *,
+                         ks: Sequence[int] = (10, 20), batch_size: int = 256,
+                         progress: bool = True) -> EvalResult:
+    """Full-catalogue next-basket evaluation (top-k with pessimistic ties).
+
+    Recall@k, NDCG@k (binary relevance, IDCG over ``min(|T|, k)``) and PHR@k over all
+    targets, and the same metrics restricted to repeat targets (purchased in the
+    visible history) and explore targets (not purchased before), scored on the same
+    ranked list; ``*_repeat`` / ``*_explore`` means are over the examples that have
+    such targets, counted in ``n_repeat`` / ``n_explore``.
+
+    Args:
+      score_fn: ``(store, examples_chunk) -> float32[m, n_items + 1]``.
+      store: the event store.
+      examples: ragged target sets (distinct items >= 1).
+      ks: cut-offs.
+      batch_size: examples scored per call.
+      progress: show a tqdm bar.
+
+    Returns:
+      :class:`EvalResult`; per-example keys include ``n_targets``, ``n_repeat_targets``.
+    """
+    if examples.target_items is None:
+        raise ValueError("next-basket evaluation needs Examples with target sets")
+    if np.any(np.diff(examples.target_offsets) < 1):
+        raise ValueError("every next-basket example needs at least one target item")
+    max_k = max(ks)
+    parts: list[dict[str, np.ndarray]] = []
+    with tqdm(total=len(examples), desc="next-basket eval", disable=not progress) as bar:
+        for idx in _chunks(len(examples), batch_size):
+            chunk = examples.take(idx)
+            scores = _checked_scores(score_fn, store, chunk)
+            pos = M.basket_target_positions(scores, chunk.target_offsets,
+                                            chunk.target_items, max_k=max_k)
+            rep = history_repeat_mask(store, chunk)
+            per = M.basket_metrics(pos, chunk.target_offsets, ks=ks)
+            for name, rel in (("repeat", rep), ("explore", ~rep)):
+                sub = M.basket_metrics(pos, chunk.target_offsets, ks=ks, relevant=rel)
+                per.update({f"{k}_{name}": v for k, v in sub.items()})
+            row = np.repeat(np.arange(len(idx)), np.diff(chunk.target_offsets))
+            per["n_targets"] = np.diff(chunk.target_offsets).astype(np.float64)
+            per["n_repeat_targets"] = np.bincount(row[rep], minlength=len(idx)).astype(np.float64)
+            parts.append(per)
+            bar.update(len(idx))
+    keys = parts[0].keys() if parts else []
+    per_example = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    metrics = M.nan_means({k: v for k, v in per_example.items()
+                           if k not in ("n_targets", "n_repeat_targets")})
+    if per_example:
+        metrics["n_repeat"] = float((per_example["n_repeat_targets"] > 0).sum())
+        metrics["n_explore"] = float((per_example["n_repeat_targets"] < per_example["n_targets"]).sum())
+        metrics["repeat_target_share"] = float(per_example["n_repeat_targets"].sum()
+                                               / per_example["n_targets"].sum())
+    metrics["n"] = float(len(examples))
+    return EvalResult(metrics=metrics, per_example=per_example, n=len(examples))
+
+
+def evaluate_churn(prob_fn: ProbFn, store: SequenceStore, examples: Examples) -> EvalResult:
+    """Churn evaluation: AUC-ROC, PR-AUC (average precision), log loss, Brier.
+
+    Args:
+      prob_fn: ``(store, examples) -> float[M]`` churn probabilities in ``[0, 1]``.
+      store: the event store.
+      examples: rows with ``label`` (1 = churned).
+
+    Returns:
+      :class:`EvalResult` with per-example ``prob``, ``label``, ``log_loss``, ``brier``.
+    """
+    if examples.label is None:
+        raise ValueError("churn evaluation needs Examples with labels (churn_split)")
+    p = np.asarray(prob_fn(store, examples), dtype=np.float64).reshape(-1)
+    if p.shape != (len(examples),):
+        raise ValueError(f"prob_fn returned {p.shape[0]} probabilities for {len(examples)} examples")
+    y = examples.label.astype(np.float64)
+    metrics = M.churn_metrics(y, p)
+    metrics["n"] = float(len(examples))
+    per = {"prob": p, "label": y, "log_loss": M.binary_log_loss(y, p), "brier": (p - y) ** 2}
+    return EvalResult(metrics=metrics, per_example=per, n=len(examples))

@@ -1,0 +1,349 @@
+"""Blockwise (flash) attention in pure JAX: the portable / CPU production path.
+
+The algorithm is the online softmax of FlashAttention (Dao et al., 2022;
+FlashAttention-2, Dao 2023), which builds on memory-efficient attention by
+Rabe & Staats (2021, "Self-attention does not need O(n^2) memory"): queries are
+cut into blocks of ``block_q`` rows; for each query block a loop visits key blocks
+of ``block_k`` keys, keeping a running row max ``m``, normaliser ``l`` and output
+accumulator. Only key blocks that intersect the visibility pattern are visited
+(causal: never above the diagonal; window: only blocks that intersect the window,
+plus the ``num_global`` leading blocks; ragged: never past the longest sequence).
+
+The backward pass (``jax.custom_vjp``) stores only the output and the per-row
+log-sum-exp and recomputes the scores block by block, so memory is
+O(length * block), never O(length^2). Gradients flow to ``q, k, v`` and the decay
+slopes; ``lengths`` and ``timestamps`` get zero cotangents.
+
+Everything is computed in fp32 (inputs of lower precision are upcast, outputs and
+gradients cast back).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from attnlab.ops.spec import AttentionSpec, DecayFn
+
+#: Finite "minus infinity": keeps the online softmax NaN-free on fully masked blocks.
+_NEG = -1e30
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkConfig:
+    """Block sizes of the chunked path (how it tiles, not what it computes).
+
+    Attributes:
+      block_q: query rows per block (power of two); the work of one loop step is
+        ``batch * heads * block_q * block_k``.
+      block_k: keys per inner-loop step (power of two).
+    """
+
+    block_q: int = 512
+    block_k: int = 512
+
+    def __post_init__(self):
+        for name in ("block_q", "block_k"):
+            b = getattr(self, name)
+            if b < 8 or b & (b - 1):
+                raise ValueError(f"ChunkConfig.{name} must be a power of two >= 8, got {b}.")
+
+
+def default_config(length: int, head_dim: int) -> ChunkConfig:
+    """Heuristic block sizes: big blocks amortise loop overhead on CPU (measured in
+    ``experiments/kernel_bench.py``); they are clipped to the sequence length."""
+    del head_dim
+    return ChunkConfig(block_q=512, block_k=512)
+
+
+def unsupported_reason(q, k, v, spec: AttentionSpec) -> str | None:
+    """Why :func:`chunked_attention` cannot run these inputs, or None."""
+    if q.shape[1] != k.shape[1]:
+        return f"needs q_len == k_len (self-attention), got {q.shape[1]} and {k.shape[1]}"
+    if q.shape[1] == 0:
+        return "empty sequence"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    """Hashable static description of one call (spec meta + tiling)."""
+
+    length: int  # padded length, a multiple of block_q and block_k
+    block_q: int
+    block_k: int
+    causal: bool
+    window: int | None
+    num_global: int
+    decay_fn: DecayFn | None
+    time_unit: float
+    scale: float
+    has_lengths: bool
+
+    @property
+    def num_q_blocks(self):
+        return self.length // self.block_q
+
+    @property
+    def num_k_blocks(self):
+        return self.length // self.block_k
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def _tiling(length: int, cfg: ChunkConfig) -> tuple[int, int, int]:
+    """Block sizes clipped to the length, and the padded length."""
+    n8 = _round_up(length, 8)
+    bk = min(cfg.block_k, n8)
+    bq = min(cfg.block_q, _round_up(n8, bk))
+    bq, bk = (bq, bk) if bq % bk == 0 or bk % bq == 0 else (bk, bk)
+    return bq, bk, _round_up(length, max(bq, bk))
+
+
+# ----------------------------------------------------------------- block geometry
+
+
+def _key_block_range(i, st: _Static, kmax):
+    """Key blocks visited by query block ``i`` (a traced int).
+
+    Returns ``(num_global_blocks, first_local, num_steps)``: steps ``t <
+    num_global_blocks`` visit block ``t``; later steps visit ``first_local + t - ng``.
+    """
+    bq, bk = st.block_q, st.block_k
+    last = st.num_k_blocks - 1
+    if st.causal:
+        last = jnp.minimum(last, (i * bq + bq - 1) // bk)
+    if kmax is not None:  # never past the longest sequence
+        last = jnp.minimum(last, (kmax - 1) // bk)
+    ng = 0
+    first = jnp.int32(0)
+    if st.window is not None:
+        ng = _round_up(st.num_global, bk) // bk
+        first = jnp.maximum(ng, (i * bq - st.window + 1) // bk)
+        ng = jnp.minimum(ng, last + 1)
+    steps = ng + jnp.maximum(last - first + 1, 0)
+    return ng, first, steps
+
+
+def _key_block_index(t, ng, first):
+    return jnp.where(t < ng, t, first + t - ng)
+
+
+def _block_scores(qb, kb, q0, k0, tq, tk, lengths, slopes, st: _Static):
+    """Masked scores of one block pair.
+
+    Args:
+      qb: ``[b, h, bq, d]`` pre-scaled queries; kb: ``[b, h, bk, d]`` keys.
+      q0, k0: first query / key position of the block.
+      tq, tk: ``[b, bq]`` / ``[b, bk]`` timestamps (or None).
+      lengths: ``int32[b]`` or None.
+
+    Returns:
+      ``(s, mask, g)``: scores ``[b, h, bq, bk]`` with invisible entries at ``_NEG``,
+      the visibility mask (or None if all visible) and the decay shape ``g``
+      ``[b, 1, bq, bk]`` (or None).
+    """
+    s = jnp.einsum("bhqd,bhkd->bhqk", qb, kb, preferred_element_type=jnp.float32)
+    g = None
+    if st.decay_fn is not None:
+        dt = jnp.abs(tq[:, :, None] - tk[:, None, :]) * (1.0 / st.time_unit)
+        g = st.decay_fn.apply(dt)[:, None]
+        s = s - slopes[None, :, None, None] * g
+    qpos = q0 + jax.lax.broadcasted_iota(jnp.int32, (st.block_q, st.block_k), 0)
+    kpos = k0 + jax.lax.broadcasted_iota(jnp.int32, (st.block_q, st.block_k), 1)
+    mask = None
+
+    def _and(a, b):
+        return b if a is None else a & b
+
+    if st.causal:
+        mask = _and(mask, kpos <= qpos)
+    if st.window is not None:
+        mask = _and(mask, (qpos - kpos < st.window) | (kpos < st.num_global))
+    if mask is not None:
+        mask = mask[None, None]
+    if not st.causal and lengths is not None:
+        # With causal masking, keys past the length are only seen by padded query
+        # rows, whose outputs and gradients are zeroed separately.
+        mask = _and(mask, (kpos[None] < lengths[:, None, None])[:, None])
+    if mask is not None:
+        s = jnp.where(mask, s, _NEG)
+    return s, mask, g
+
+
+def _blocks(x, block):
+    """``[b, h, n, ...]`` -> ``[n // block, b, h, block, ...]``."""
+    b, h, n = x.shape[:3]
+    x = x.reshape(b, h, n // block, block, *x.shape[3:])
+    return jnp.moveaxis(x, 2, 0)
+
+
+def _unblocks(x):
+    """Inverse of :func:`_blocks`."""
+    x = jnp.moveaxis(x, 0, 2)
+    return x.reshape(x.shape[0], x.shape[1], -1, *x.shape[4:])
+
+
+def _slice_keys(x, j, bk, axis):
+    return jax.lax.dynamic_slice_in_dim(x, j * bk, bk, axis=axis)
+
+
+# ----------------------------------------------------------------- forward / backward
+
+
+def _forward(q, k, v, slopes, lengths, t, st: _Static):
+    """q, k, v: ``[b, h, n, d]`` fp32 with q pre-scaled. Returns (out, lse)."""
+    b, h, n, d = q.shape
+    bq, bk = st.block_q, st.block_k
+    kmax = jnp.max(lengths) if lengths is not None else None
+    tq_blocks = _blocks(t[:, None], bq)[:, :, 0] if t is not None else None
+
+    def q_block(_, xs):
+        i, qb, tq = xs
+        ng, first, steps = _key_block_range(i, st, kmax)
+
+        def step(tt, carry):
+            m, l, acc = carry
+            j = _key_block_index(tt, ng, first)
+            kb, vb = _slice_keys(k, j, bk, 2), _slice_keys(v, j, bk, 2)
+            tk = _slice_keys(t, j, bk, 1) if t is not None else None
+            s, _, _ = _block_scores(qb, kb, i * bq, j * bk, tq, tk, lengths, slopes, st)
+            m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+            alpha = jnp.exp(m - m_new)
+            p = jnp.exp(s - m_new[..., None])
+            l = alpha * l + jnp.sum(p, axis=-1)
+            pv = jnp.einsum("bhqk,bhkd->bhqd", p, vb, preferred_element_type=jnp.float32)
+            return m_new, l, alpha[..., None] * acc + pv
+
+        init = (jnp.full((b, h, bq), _NEG, jnp.float32), jnp.zeros((b, h, bq), jnp.float32),
+                jnp.zeros((b, h, bq, d), jnp.float32))
+        m, l, acc = jax.lax.fori_loop(0, steps, step, init)
+        safe_l = jnp.where(l > 0, l, 1.0)
+        return None, (acc / safe_l[..., None], m + jnp.log(safe_l))
+
+    idx = jnp.arange(st.num_q_blocks, dtype=jnp.int32)
+    xs = (idx, _blocks(q, bq), tq_blocks)
+    _, (out, lse) = jax.lax.scan(q_block, None, xs)
+    out, lse = _unblocks(out), _unblocks(lse)
+    if lengths is not None:
+        valid = jnp.arange(n)[None, :] < lengths[:, None]  # [b, n]
+        out = jnp.where(valid[:, None, :, None], out, 0.0)
+    return out, lse
+
+
+def _backward(q, k, v, slopes, lengths, t, out, lse, dout, st: _Static):
+    """FlashAttention-2 style recomputing backward. Returns (dq, dk, dv, dslopes)."""
+    b, h, n, d = q.shape
+    bq, bk = st.block_q, st.block_k
+    kmax = jnp.max(lengths) if lengths is not None else None
+    if lengths is not None:  # padded query rows contribute nothing
+        valid = jnp.arange(n)[None, :] < lengths[:, None]
+        dout = jnp.where(valid[:, None, :, None], dout, 0.0)
+    delta = jnp.sum(dout * out, axis=-1)  # [b, h, n]
+    tq_blocks = _blocks(t[:, None], bq)[:, :, 0] if t is not None else None
+
+    def q_block(carry, xs):
+        dk, dv, dslopes = carry
+        i, qb, dob, lse_b, delta_b, tq = xs
+        ng, first, steps = _key_block_range(i, st, kmax)
+
+        def step(tt, inner):
+            dq_b, dk, dv, dslopes = inner
+            j = _key_block_index(tt, ng, first)
+            kb, vb = _slice_keys(k, j, bk, 2), _slice_keys(v, j, bk, 2)
+            tk = _slice_keys(t, j, bk, 1) if t is not None else None
+            s, _, g = _block_scores(qb, kb, i * bq, j * bk, tq, tk, lengths, slopes, st)
+            p = jnp.exp(s - lse_b[..., None])
+            dp = jnp.einsum("bhqd,bhkd->bhqk", dob, vb, preferred_element_type=jnp.float32)
+            ds = p * (dp - delta_b[..., None])
+            dq_b = dq_b + jnp.einsum("bhqk,bhkd->bhqd", ds, kb,
+                                     preferred_element_type=jnp.float32)
+            dk_j = jnp.einsum("bhqk,bhqd->bhkd", ds, qb, preferred_element_type=jnp.float32)
+            dv_j = jnp.einsum("bhqk,bhqd->bhkd", p, dob, preferred_element_type=jnp.float32)
+            dk = jax.lax.dynamic_update_slice_in_dim(
+                dk, _slice_keys(dk, j, bk, 2) + dk_j, j * bk, axis=2)
+            dv = jax.lax.dynamic_update_slice_in_dim(
+                dv, _slice_keys(dv, j, bk, 2) + dv_j, j * bk, axis=2)
+            if g is not None:
+                dslopes = dslopes - jnp.sum(ds * g, axis=(0, 2, 3))
+            return dq_b, dk, dv, dslopes
+
+        init = (jnp.zeros_like(qb), dk, dv, dslopes)
+        dq_b, dk, dv, dslopes = jax.lax.fori_loop(0, steps, step, init)
+        return (dk, dv, dslopes), dq_b
+
+    idx = jnp.arange(st.num_q_blocks, dtype=jnp.int32)
+    xs = (idx, _blocks(q, bq), _blocks(dout, bq), _blocks(lse, bq), _blocks(delta, bq),
+          tq_blocks)
+    init = (jnp.zeros_like(k), jnp.zeros_like(v), jnp.zeros((h,), jnp.float32))
+    (dk, dv, dslopes), dq = jax.lax.scan(q_block, init, xs)
+    return _unblocks(dq), dk, dv, dslopes
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _flash(q, k, v, slopes, lengths, t, st):
+    return _forward(q, k, v, slopes, lengths, t, st)[0]
+
+
+def _flash_fwd(q, k, v, slopes, lengths, t, st):
+    out, lse = _forward(q, k, v, slopes, lengths, t, st)
+    return out, (q, k, v, slopes, lengths, t, out, lse)
+
+
+def _flash_bwd(st, res, dout):
+    q, k, v, slopes, lengths, t, out, lse = res
+    dq, dk, dv, dslopes = _backward(q, k, v, slopes, lengths, t, out, lse, dout, st)
+    return dq, dk, dv, (dslopes if slopes is not None else None), None, None
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)
+
+
+def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, spec: AttentionSpec,
+                      config: ChunkConfig | None = None) -> jax.Array:
+    """Flash attention in pure JAX.
+
+    Args:
+      q: ``[batch, length, heads, head_dim]``.
+      k: ``[batch, length, heads, head_dim]``.
+      v: ``[batch, length, heads, head_dim]``.
+      spec: what to attend to (see :mod:`attnlab.ops.spec`).
+      config: block sizes; None uses :func:`default_config`.
+
+    Returns:
+      ``[batch, length, heads, head_dim]`` in ``q.dtype``.
+    """
+    reason = unsupported_reason(q, k, v, spec)
+    if reason:
+        raise ValueError(f"chunked_attention: {reason}")
+    b, n, h, d = q.shape
+    cfg = config or default_config(n, d)
+    bq, bk, n_pad = _tiling(n, cfg)
+    st = _Static(
+        length=n_pad, block_q=bq, block_k=bk, causal=spec.causal, window=spec.window,
+        num_global=spec.num_global, decay_fn=spec.decay_fn if spec.has_decay else None,
+        time_unit=float(spec.time_unit), scale=float(spec.softmax_scale(d)),
+        has_lengths=spec.lengths is not None or n_pad != n,
+    )
+
+    def prep(x):  # [b, n, h, d] -> [b, h, n_pad, d] fp32
+        x = jnp.swapaxes(x.astype(jnp.float32), 1, 2)
+        return jnp.pad(x, ((0, 0), (0, 0), (0, n_pad - n), (0, 0))) if n_pad != n else x
+
+    lengths = spec.lengths
+    if lengths is not None:
+        lengths = jnp.minimum(jax.lax.stop_gradient(lengths).astype(jnp.int32), n)
+    elif n_pad != n:
+        lengths = jnp.full((b,), n, jnp.int32)
+    t = slopes = None
+    if spec.has_decay:
+        t = jax.lax.stop_gradient(spec.timestamps).astype(jnp.float32)
+        t = jnp.pad(t, ((0, 0), (0, n_pad - n))) if n_pad != n else t
+        slopes = spec.decay_slopes.astype(jnp.float32)
+    out = _flash(prep(q) * st.scale, prep(k), prep(v), slopes, lengths, t, st)
+    return jnp.swapaxes(out[:, :, :n], 1, 2).astype(q.dtype)

@@ -1,0 +1,121 @@
+"""One results JSON per run, with provenance, written atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("attnlab", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "hydra-core", "wandb", "numpy", "pandas")
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What :func:`attnlab.train.train_and_evaluate` returns and writes.
+
+    Attributes:
+      metrics: ``{"model": {...}, "most_popular": {...}, ...}`` test metrics per contender.
+      valid: best validation metrics of the model.
+      history: per-epoch training records (loss, validation metric, seconds).
+      provenance: experiment, seed, config hash, data fingerprint, git SHA, versions,
+        hardware, wall time.
+      path: where the JSON was written (None if not written).
+    """
+
+    metrics: dict[str, dict[str, float]]
+    valid: dict[str, float]
+    history: list[dict[str, Any]]
+    provenance: dict[str, Any]
+    path: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same dir + ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_result(result: RunResult, path: str | os.PathLike) -> str:
+    result.path = str(path)
+    atomic_write_text(path, json.dumps(result.to_json(), indent=2, sort_keys=True, default=_jsonable))
+    return str(path)
+
+
+def _jsonable(x):
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    return str(x)
+
+
+def config_hash(cfg: dict[str, Any], *, ignore: tuple[str, ...] = ("logger", "paths", "progress")) -> str:
+    """sha256 (16 hex) of the resolved config, minus keys that do not change results."""
+    clean = {k: v for k, v in cfg.items() if k not in ignore}
+    blob = json.dumps(clean, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def git_sha(cwd: str | os.PathLike | None = None) -> str:
+    cwd = cwd or Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return (sha or "unknown") + ("-dirty" if dirty and sha else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def hardware() -> dict[str, Any]:
+    import jax
+
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "python": platform.python_version(),
+    }

@@ -1,0 +1,223 @@
+"""Tasks: how a protocol becomes training batches, a loss, scores and metrics.
+
+Each task is a small class registered in :data:`TASKS`; the trainer never branches on
+the task name. A task states what the model may see (the protocol in
+:mod:`attnlab.data.splits`) and builds training data only from ``split.train_end``
+prefixes or ``split.train`` examples.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from attnlab.data import splits as protocols
+from attnlab.data.batching import Batch, make_batch, next_basket_targets
+from attnlab.data.sequences import SequenceStore
+from attnlab.data.splits import Examples, Split
+from attnlab.eval import evaluate as evaluation
+from attnlab.models.heads import next_item_loss
+
+ScoreFn = Callable[[SequenceStore, Examples], np.ndarray]
+
+
+def _pad_rows(arrays: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """Pad the leading axis to ``size`` (fixed shapes -> one compilation)."""
+    out = {}
+    for k, a in arrays.items():
+        pad = size - a.shape[0]
+        out[k] = np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) if pad else a
+    return out
+
+
+def _require_items(store: SequenceStore, task: str) -> None:
+    if store.n_items == 0:
+        source = store.meta.get("source", "this dataset")
+        raise ValueError(
+            f"task={task} ranks items, but data={source} has no item ids (e.g. CDNOW records "
+            "only order counts and dollars). Use task=churn with this data, or a dataset with items."
+        )
+
+
+class NextItemTask:
+    """Next item after the history (leave-last-basket-out, full-catalogue ranking).
+
+    Training windows: the customer's training prefix (events before the validation
+    basket) cut into non-overlapping ``max_len`` windows from the most recent backwards,
+    at most ``windows_per_customer`` per customer; every position's target is an item of
+    the next purchase basket (:func:`attnlab.data.batching.next_basket_targets`).
+    """
+
+    name = "next_item"
+    monitor = "ndcg@10"
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+        self.ks = tuple(cfg.get("ks", (10, 20)))
+
+    # -- protocol ---------------------------------------------------------------
+    def split(self, store: SequenceStore, *, seed: int) -> Split:
+        _require_items(store, self.name)
+        return protocols.next_item_split(store, seed=seed, min_baskets=int(self.cfg.get("min_baskets", 3)))
+
+    def baselines(self, store: SequenceStore, split: Split) -> dict[str, ScoreFn]:
+        from attnlab.baselines.popularity import MostPopular, PersonalRepeat
+
+        pop = MostPopular().fit(store, split.train_end)
+        rep = PersonalRepeat().fit(store, split.train_end)
+        return {"most_popular": pop.score, "personal_repeat": rep.score}
+
+    def evaluate(self, score_fn: ScoreFn, store: SequenceStore, examples: Examples, *, progress: bool):
+        return evaluation.evaluate_next_item(score_fn, store, examples, ks=self.ks, progress=progress)
+
+    # -- training data ----------------------------------------------------------
+    def prepare(self, store: SequenceStore, split: Split) -> None:
+        self._targets = next_basket_targets(store, split.train_end)
+
+    def train_windows(self, store: SequenceStore, split: Split, *, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(customers, ends)`` of every training window (deterministic)."""
+        per = int(self.cfg.get("windows_per_customer", 4))
+        starts = np.asarray(store.offsets)[:-1]
+        n = np.asarray(split.train_end) - starts
+        k = np.minimum(np.ceil(n / max_len).astype(np.int64), per)
+        cust = np.repeat(np.arange(store.n_customers), k)
+        rank = np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)
+        ends = np.asarray(split.train_end)[cust] - rank * max_len
+        keep = ends - starts[cust] >= 2
+        return cust[keep], ends[keep]
+
+    def train_batches(
+        self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int, epoch: int, seed: int
+    ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+        cust, ends = self.train_windows(store, split, max_len=max_len)
+        order = np.random.default_rng([seed, epoch]).permutation(len(cust))
+        for i in range(0, len(order), batch_size):
+            sel = order[i : i + batch_size]
+            batch = make_batch(store, customers=cust[sel], ends=ends[sel], cutoffs=None,
+                               max_len=max_len, targets=self._targets)
+            inputs = _pad_rows(batch.model_inputs(), batch_size)
+            targets = _pad_rows({"t": batch.targets}, batch_size)["t"]
+            yield inputs, targets
+
+    @staticmethod
+    def loss(model, inputs, targets, rngs):
+        h = model.hidden(inputs, rngs=rngs)
+        return next_item_loss(model.catalogue_logits(h), targets)
+
+    def model_scores(self, model, *, max_len: int, batch_size: int) -> ScoreFn:
+        """A score function over the catalogue for the evaluator."""
+
+        @nnx.jit
+        def scores(model, inputs):
+            return model.next_item_scores(inputs)
+
+        def score_fn(store: SequenceStore, ex: Examples) -> np.ndarray:
+            out = []
+            for i in range(0, len(ex), batch_size):
+                sl = slice(i, i + batch_size)
+                b = make_batch(store, customers=ex.customer[sl], ends=ex.end[sl], cutoffs=None, max_len=max_len)
+                m = len(b.lengths)
+                out.append(np.asarray(scores(model, _pad_rows(b.model_inputs(), batch_size)))[:m])
+            return np.concatenate(out) if out else np.zeros((0, store.n_items + 1), np.float32)
+
+        return score_fn
+
+
+class NextBasketTask(NextItemTask):
+    """Items of the next basket after a global cut-off (Recall/NDCG/PHR, repeat vs explore).
+
+    Trains exactly like :class:`NextItemTask` on the ``train_end`` prefixes (events
+    before the validation cut-off); scores the catalogue from the latest visible event.
+    """
+
+    name = "next_basket"
+    monitor = "recall@10"
+
+    def split(self, store: SequenceStore, *, seed: int) -> Split:
+        _require_items(store, self.name)
+        return protocols.next_basket_split(
+            store, valid_cutoff=self.cfg.get("valid_cutoff"), test_cutoff=self.cfg.get("test_cutoff"),
+            min_history_baskets=int(self.cfg.get("min_history_baskets", 1)),
+        )
+
+    def evaluate(self, score_fn: ScoreFn, store: SequenceStore, examples: Examples, *, progress: bool):
+        return evaluation.evaluate_next_basket(score_fn, store, examples, ks=self.ks, progress=progress)
+
+
+class ChurnTask:
+    """No purchase within ``horizon`` after the cut-off (AUC, PR-AUC, log loss, Brier).
+
+    Trains on ``split.train`` examples only (inputs and labels before the validation
+    cut-off in temporal mode; disjoint customers in holdout mode).
+    """
+
+    name = "churn"
+    monitor = "auc"
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+
+    def split(self, store: SequenceStore, *, seed: int) -> Split:
+        return protocols.churn_split(
+            store, cutoff=self.cfg.get("cutoff"), horizon=self.cfg.get("horizon", "8W"),
+            mode=self.cfg.get("mode", "temporal"), seed=seed,
+        )
+
+    def baselines(self, store: SequenceStore, split: Split) -> dict[str, ScoreFn]:
+        from attnlab.baselines.recency import RecencyFrequency
+
+        return {"recency_frequency": RecencyFrequency().fit(store, split.train).prob}
+
+    def evaluate(self, prob_fn, store: SequenceStore, examples: Examples, *, progress: bool):
+        return evaluation.evaluate_churn(prob_fn, store, examples)
+
+    def prepare(self, store: SequenceStore, split: Split) -> None:
+        if split.train is None or len(split.train) == 0:
+            raise ValueError("churn: the split has no training examples; move the cut-off later.")
+
+    def train_batches(self, store, split, *, max_len, batch_size, epoch, seed):
+        ex = split.train
+        order = np.random.default_rng([seed, epoch]).permutation(len(ex))
+        for i in range(0, len(order), batch_size):
+            sel = order[i : i + batch_size]
+            b = make_batch(store, customers=ex.customer[sel], ends=ex.end[sel], cutoffs=ex.cutoff[sel], max_len=max_len)
+            labels = np.full(batch_size, -1.0, np.float32)  # -1 marks padded rows
+            labels[: len(sel)] = ex.label[sel]
+            yield _pad_rows(b.model_inputs(), batch_size), labels
+
+    @staticmethod
+    def loss(model, inputs, labels, rngs):
+        logit = model.churn_logit(inputs, rngs=rngs)
+        mask = labels >= 0
+        bce = optax.sigmoid_binary_cross_entropy(logit, jnp.clip(labels, 0.0, 1.0))
+        return jnp.sum(jnp.where(mask, bce, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+
+    def model_scores(self, model, *, max_len: int, batch_size: int):
+        @nnx.jit
+        def probs(model, inputs):
+            return jax.nn.sigmoid(model.churn_logit(inputs))
+
+        def prob_fn(store: SequenceStore, ex: Examples) -> np.ndarray:
+            out = []
+            for i in range(0, len(ex), batch_size):
+                sl = slice(i, i + batch_size)
+                b = make_batch(store, customers=ex.customer[sl], ends=ex.end[sl], cutoffs=ex.cutoff[sl], max_len=max_len)
+                out.append(np.asarray(probs(model, _pad_rows(b.model_inputs(), batch_size)))[: len(b.lengths)])
+            return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+        return prob_fn
+
+
+TASKS: dict[str, type] = {"next_item": NextItemTask, "next_basket": NextBasketTask, "churn": ChurnTask}
+
+
+def make_task(task_cfg: dict[str, Any]):
+    name = task_cfg["name"]
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; available: {sorted(TASKS)}. Pick one with task=<name>.")
+    return TASKS[name](task_cfg)

@@ -1,0 +1,84 @@
+"""Experiment tracking: Weights & Biases (offline by default) or nothing.
+
+``logger=wandb`` (default) writes an offline run under the Hydra output dir; sync it
+later with ``wandb sync <dir>``. Set ``logger.mode=online`` (with ``WANDB_API_KEY``)
+to stream. ``logger=none`` tracks nothing. Tests use ``mode=disabled``/``none`` and
+never touch the network.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class NullTracker:
+    """Tracks nothing; same interface as :class:`WandbTracker`."""
+
+    def __init__(self):
+        self.logged: list[tuple[int | None, dict[str, Any]]] = []
+        self.summary: dict[str, Any] = {}
+
+    def log(self, metrics: dict[str, Any], *, step: int | None = None) -> None:
+        self.logged.append((step, dict(metrics)))
+
+    def set_summary(self, values: dict[str, Any]) -> None:
+        self.summary.update(values)
+
+    def finish(self) -> None:
+        pass
+
+
+class WandbTracker(NullTracker):
+    """One W&B run per job: resolved config, git SHA and data fingerprint attached."""
+
+    def __init__(
+        self,
+        *,
+        project: str,
+        mode: str,
+        config: dict[str, Any],
+        directory: str,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        name: str | None = None,
+    ):
+        super().__init__()
+        import wandb
+
+        self._run = wandb.init(
+            project=project, mode=mode, config=config, dir=directory, group=group,
+            tags=tags or [], name=name, reinit="finish_previous",
+        )
+        log.info("W&B run %s (mode=%s) in %s", self._run.id, mode, directory)
+
+    def log(self, metrics, *, step=None):
+        super().log(metrics, step=step)
+        self._run.log(metrics, step=step)
+
+    def set_summary(self, values):
+        super().set_summary(values)
+        for k, v in values.items():
+            self._run.summary[k] = v
+
+    def finish(self):
+        self._run.finish()
+
+
+def make_tracker(logger_cfg: dict[str, Any] | None, *, config: dict[str, Any], directory: str):
+    """Build the tracker named by the ``logger`` config group (``name: wandb|none``)."""
+    if not logger_cfg or logger_cfg.get("name", "none") == "none":
+        return NullTracker()
+    if logger_cfg["name"] != "wandb":
+        raise ValueError(f"unknown logger {logger_cfg['name']!r}; use logger=wandb or logger=none.")
+    return WandbTracker(
+        project=logger_cfg.get("project", "attnlab"),
+        mode=logger_cfg.get("mode", "offline"),
+        config=config,
+        directory=directory,
+        group=logger_cfg.get("group"),
+        tags=list(logger_cfg.get("tags") or []),
+        name=logger_cfg.get("run_name"),
+    )

@@ -1,0 +1,64 @@
+"""Time cold (build + write) and cached (memory-mapped) ``load_sequences`` per source.
+
+    python experiments/data_bench.py                       # CJ, CDNOW, synthetic 100k
+    python experiments/data_bench.py --sources cdnow --repeats 5
+
+Cold runs use ``refresh=True`` in a fresh temporary cache directory; cached runs hit
+that entry. Prints a Markdown table (median seconds over ``--repeats``); the numbers
+in docs/data.md come from this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+
+from attnlab.data.pipeline import load_sequences
+
+CASES = {
+    "complete_journey": ("complete_journey", {}),
+    "cdnow": ("cdnow", {}),
+    "synthetic_100k": ("synthetic", {"n_customers": 100_000, "seed": 0}),
+}
+
+
+def bench(name: str, options: dict, *, repeats: int, cache_dir: str) -> dict:
+    cold, hot = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        store = load_sequences(name, options, cache_dir=cache_dir, progress=False, refresh=True)
+        cold.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        cached = load_sequences(name, options, cache_dir=cache_dir, progress=False)
+        # touch every byte once so the cached time includes reading the arrays
+        _ = int(cached.item.sum()) + int(cached.time[-1])
+        hot.append(time.perf_counter() - t0)
+        assert cached.meta["cache"]["hit"]
+    return {"customers": store.n_customers, "events": store.n_events, "items": store.n_items,
+            "cold": statistics.median(cold), "cached": statistics.median(hot),
+            "build": store.meta["build_seconds"], "fingerprint": store.fingerprint}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sources", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    print(f"# data bench ({platform.processor() or platform.machine()}, "
+          f"python {platform.python_version()}, median of {args.repeats})\n")
+    print("| source | customers | events | items | cold s | cached s | speed-up | fingerprint |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    with tempfile.TemporaryDirectory(prefix="attnlab-bench-") as cache_dir:
+        for case in args.sources:
+            name, options = CASES[case]
+            r = bench(name, options, repeats=args.repeats, cache_dir=cache_dir)
+            print(f"| {case} | {r['customers']:,} | {r['events']:,} | {r['items']:,} | "
+                  f"{r['cold']:.2f} | {r['cached']:.3f} | {r['cold'] / r['cached']:.0f}x | "
+                  f"`{r['fingerprint']}` |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+"""Shared pytest setup (keep minimal): make ``tests.*`` helpers importable
+(e.g. ``from tests.ops.attention_suite import AttentionSuite``) under plain ``pytest``."""
+
+import pathlib
+import sys
+
+_ROOT = str(pathlib.Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
