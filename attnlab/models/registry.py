@@ -7,7 +7,7 @@ from typing import Any, Callable
 from flax import nnx
 
 from attnlab.models.attention_layers import VanillaAttention
-from attnlab.models.sequence_model import SequenceModel
+from attnlab.models.sequence_model import ItemHead, SequenceModel
 
 # name -> (attention layer class). Families register here.
 ATTENTION_FAMILIES: dict[str, Callable[..., nnx.Module]] = {
@@ -51,5 +51,6 @@ def build_model(model_cfg: Any, *, n_items: int, seed: int) -> SequenceModel:
         max_len=int(model_cfg["max_len"]),
         dropout=float(model_cfg["dropout"]),
         attention_factory=factory,
+        item_head=ItemHead(model_cfg.get("item_head", "softmax")),
         rngs=nnx.Rngs(params=seed),
     )

@@ -34,6 +34,7 @@ from attnlab.train.tasks import make_task
 from attnlab.train.tracking import make_tracker
 
 log = logging.getLogger(__name__)
+logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
 
 
 def _as_dict(cfg) -> dict[str, Any]:

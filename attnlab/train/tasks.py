@@ -21,7 +21,6 @@ from attnlab.data.batching import Batch, make_batch, next_basket_targets
 from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples, Split
 from attnlab.eval import evaluate as evaluation
-from attnlab.models.heads import next_item_loss
 
 ScoreFn = Callable[[SequenceStore, Examples], np.ndarray]
 
@@ -42,6 +41,25 @@ def _require_items(store: SequenceStore, task: str) -> None:
             f"task={task} ranks items, but data={source} has no item ids (e.g. CDNOW records "
             "only order counts and dollars). Use task=churn with this data, or a dataset with items."
         )
+
+
+def sample_target_positions(targets: np.ndarray, n: int, rng: np.random.Generator):
+    """Pick up to ``n`` positions with a target (> 0) per row, uniformly without replacement.
+
+    Args:
+      targets: ``int32[b, L]`` per-position targets (0 = none).
+      n: positions per row.
+      rng: numpy generator (seeded by the caller).
+
+    Returns:
+      ``(index int32[b, n], item int32[b, n])``; unused slots have item 0 (ignored).
+    """
+    b, length = targets.shape
+    keys = np.where(targets > 0, rng.random((b, length)), np.inf)
+    n = min(n, length)
+    index = np.argsort(keys, axis=1)[:, :n]
+    item = np.take_along_axis(targets, index, axis=1)
+    return index.astype(np.int32), item.astype(np.int32)
 
 
 class NextItemTask:
@@ -93,21 +111,32 @@ class NextItemTask:
 
     def train_batches(
         self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int, epoch: int, seed: int
-    ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+    ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+        """Yields ``(inputs, targets)``; targets hold ``index``/``item`` ``int32[batch, P]``.
+
+        The full-catalogue softmax is the expensive part (``n_items`` logits per
+        position), so each window contributes ``loss_positions`` seeded-random positions
+        that have a target (all of them if fewer): an unbiased estimate of the mean
+        per-position loss, at a fraction of the cost. 0 = every position.
+        """
         cust, ends = self.train_windows(store, split, max_len=max_len)
-        order = np.random.default_rng([seed, epoch]).permutation(len(cust))
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(cust))
+        n_pos = int(self.cfg.get("loss_positions", 0)) or max_len
         for i in range(0, len(order), batch_size):
             sel = order[i : i + batch_size]
             batch = make_batch(store, customers=cust[sel], ends=ends[sel], cutoffs=None,
                                max_len=max_len, targets=self._targets)
+            index, item = sample_target_positions(batch.targets, n_pos, rng)
             inputs = _pad_rows(batch.model_inputs(), batch_size)
-            targets = _pad_rows({"t": batch.targets}, batch_size)["t"]
-            yield inputs, targets
+            yield inputs, _pad_rows({"index": index, "item": item}, batch_size)
 
     @staticmethod
     def loss(model, inputs, targets, rngs):
         h = model.hidden(inputs, rngs=rngs)
-        return next_item_loss(model.catalogue_logits(h), targets)
+        logp = model.target_log_prob(h, inputs, targets["index"], targets["item"])
+        mask = targets["item"] > 0
+        return -jnp.sum(jnp.where(mask, logp, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
     def model_scores(self, model, *, max_len: int, batch_size: int) -> ScoreFn:
         """A score function over the catalogue for the evaluator."""

@@ -57,16 +57,14 @@ def test_other_tilings(config):
 def test_visits_only_blocks_in_pattern(features, length, expected):
     st = xla_chunked._Static(
         length=length, block_q=16, block_k=16, causal=features.causal, window=features.window,
-        num_global=features.num_global, decay_fn=None, time_unit=1.0, scale=1.0,
-        has_lengths=False)
+        num_global=features.num_global, decay_fn=None, time_unit=1.0, scale=1.0)
     steps = [int(xla_chunked._key_block_range(jnp.int32(i), st, None)[2]) for i in range(8)]
     assert steps == expected
 
 
 def test_ragged_batch_stops_at_longest_sequence():
     st = xla_chunked._Static(length=128, block_q=16, block_k=16, causal=False, window=None,
-                             num_global=0, decay_fn=None, time_unit=1.0, scale=1.0,
-                             has_lengths=True)
+                             num_global=0, decay_fn=None, time_unit=1.0, scale=1.0)
     steps = [int(xla_chunked._key_block_range(jnp.int32(i), st, jnp.int32(40))[2])
              for i in range(8)]
     assert steps == [3] * 8
@@ -75,6 +73,7 @@ def test_ragged_batch_stops_at_longest_sequence():
 @pytest.mark.parametrize("length,cfg,expected", [
     (7, ChunkConfig(512, 512), (8, 8, 8)),
     (200, ChunkConfig(512, 512), (200, 200, 200)),
+    (200, ChunkConfig(256, 256), (200, 200, 200)),
     (1000, ChunkConfig(512, 256), (512, 256, 1024)),
     (300, ChunkConfig(512, 256), (512, 256, 512)),
 ])

@@ -1,0 +1,305 @@
+"""Attention kernel benchmark: implementation x length x features, fwd+bwd.
+
+Regenerate the published table (2-core CPU, ~10 min)::
+
+    python experiments/kernel_bench.py --out docs/
+
+Quick smoke run::
+
+    python experiments/kernel_bench.py --quick
+
+For every (implementation, length, features) cell it reports the median fwd+bwd
+wall time (after one warm-up call, ``block_until_ready``), the peak memory as XLA's
+compiled ``memory_analysis()`` temp + argument + output bytes of the jitted
+fwd+bwd program, and the achieved GFLOP/s (forward ``4*B*H*D`` per visible
+(query, key) pair, backward 2.5x forward, so causal counts as half). The machine
+ceiling is the same run's fp32 2048x2048 matmul GFLOP/s (measured at start and
+end). Peers: ``jax.nn.dot_product_attention`` (``implementation="xla"``; and
+``"cudnn"`` on GPU) and the naive einsum reference; a peer whose compiled program
+would exceed ``--mem-limit-gib`` is skipped and the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import os
+import pathlib
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attnlab.ops.attention import CPU_REFERENCE_MAX_LENGTH, attention, explain_dispatch
+from attnlab.ops.spec import AttentionSpec, DecayFn
+
+FEATURES = ("causal", "causal+window256", "causal+decay")
+
+
+@dataclasses.dataclass
+class Row:
+    impl: str
+    length: int
+    features: str
+    time_s: float | None = None
+    repeats: int = 0
+    mem_gib: float | None = None
+    gflops: float | None = None
+    note: str = ""
+
+
+def make_spec(features: str, batch: int, length: int, heads: int, rng) -> AttentionSpec:
+    if features == "causal":
+        return AttentionSpec(causal=True)
+    if features == "causal+window256":
+        return AttentionSpec(causal=True, window=256)
+    t = np.cumsum(rng.exponential(1.0, (batch, length)), axis=1).astype(np.float32)
+    return AttentionSpec(causal=True, timestamps=jnp.asarray(t), decay_fn=DecayFn.LOG1P,
+                         decay_slopes=jnp.linspace(0.1, 1.0, heads, dtype=jnp.float32))
+
+
+def visible_pairs(length: int, spec: AttentionSpec) -> int:
+    i = np.arange(length)
+    per_row = i + 1 if spec.window is None else np.minimum(i + 1, spec.window)
+    return int(per_row.sum())
+
+
+def peers(features: str, spec: AttentionSpec, backend: str) -> dict:
+    """name -> fn(q, k, v) for every implementation that can run ``features``."""
+    fns = {
+        "xla_chunked": lambda q, k, v: attention(q, k, v, spec=spec, impl="xla_chunked"),
+        "reference (einsum)": lambda q, k, v: attention(q, k, v, spec=spec, impl="reference"),
+    }
+    if backend == "gpu":
+        fns["pallas_triton"] = lambda q, k, v: attention(q, k, v, spec=spec,
+                                                         impl="pallas_triton")
+    if features != "causal+decay":  # dot_product_attention has no time-decay bias
+        window = (spec.window - 1, 0) if spec.window else None
+        impls = ["xla"] + (["cudnn"] if backend == "gpu" else [])
+        for name in impls:
+            fns[f"jax.nn.dot_product_attention[{name}]"] = (
+                lambda q, k, v, name=name: jax.nn.dot_product_attention(
+                    q, k, v, is_causal=True, local_window_size=window, implementation=name))
+    return fns
+
+
+def time_call(fn, args, *, repeats: int, budget_s: float) -> tuple[float, int]:
+    jax.block_until_ready(fn(*args))  # warm-up
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeats and (not times or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), len(times)
+
+
+def matmul_gflops(n: int = 2048) -> float:
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
+    f = jax.jit(lambda a: a @ a)
+    t, _ = time_call(f, (a,), repeats=5, budget_s=10.0)
+    return 2 * n**3 / t / 1e9
+
+
+def bench_cell(name, fn, q, k, v, spec, length, features, args) -> Row:
+    row = Row(name, length, features)
+    grad = jax.jit(jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v).astype(jnp.float32)),
+                            (0, 1, 2)))
+    try:
+        compiled = grad.lower(q, k, v).compile()
+    except Exception as e:  # noqa: BLE001 - report, don't crash the table
+        row.note = f"failed to compile: {type(e).__name__}"
+        return row
+    mem = compiled.memory_analysis()
+    if mem is not None:
+        row.mem_gib = (mem.temp_size_in_bytes + mem.argument_size_in_bytes
+                       + mem.output_size_in_bytes) / 2**30
+    if name != "xla_chunked" and row.mem_gib is not None and row.mem_gib > args.mem_limit_gib:
+        row.note = f"skipped: needs {row.mem_gib:.1f} GiB > --mem-limit-gib {args.mem_limit_gib}"
+        return row
+    row.time_s, row.repeats = time_call(compiled, (q, k, v), repeats=args.repeats,
+                                        budget_s=args.budget_s)
+    b, _, h, d = q.shape
+    row.gflops = 14 * b * h * d * visible_pairs(length, spec) / row.time_s / 1e9
+    return row
+
+
+def run(args) -> tuple[list[Row], dict]:
+    backend = jax.default_backend()
+    meta = {"load_start": os.getloadavg(), "matmul_start": matmul_gflops()}
+    rows = []
+    for length in args.lengths:
+        rng = np.random.default_rng(length)
+        q, k, v = (jnp.asarray(rng.standard_normal(
+            (args.batch, length, args.heads, args.head_dim), np.float32)) for _ in range(3))
+        for features in args.features:
+            spec = make_spec(features, args.batch, length, args.heads, rng)
+            fns = peers(features, spec, backend)
+            if features == "causal":
+                chosen = explain_dispatch(q, k, v, spec=spec).chosen.value
+                fns[f"attention (auto -> {chosen})"] = (
+                    lambda q, k, v, spec=spec: attention(q, k, v, spec=spec))
+            for name, fn in fns.items():
+                if name.startswith("reference") and length > args.reference_max_len:
+                    rows.append(Row(name, length, features,
+                                    note=f"skipped: length > --reference-max-len "
+                                         f"{args.reference_max_len}"))
+                    continue
+                row = bench_cell(name, fn, q, k, v, spec, length, features, args)
+                print(fmt_row(row), flush=True)
+                rows.append(row)
+    meta.update(load_end=os.getloadavg(), matmul_end=matmul_gflops())
+    return rows, meta
+
+
+def fmt_row(r: Row) -> str:
+    t = f"{r.time_s * 1e3:.1f}" if r.time_s is not None else "-"
+    m = f"{r.mem_gib:.3f}" if r.mem_gib is not None else "-"
+    g = f"{r.gflops:.1f}" if r.gflops is not None else "-"
+    return f"| {r.impl} | {r.length} | {r.features} | {t} | {r.repeats or '-'} | {m} | {g} | {r.note} |"
+
+
+def find(rows, impl_prefix, length, features) -> Row | None:
+    for r in rows:
+        if r.impl.startswith(impl_prefix) and r.length == length and r.features == features:
+            return r
+    return None
+
+
+def checks(rows, ceiling) -> list[str]:
+    out = []
+
+    def line(ok, text):
+        out.append(f"{'PASS' if ok else 'FAIL'}: {text}")
+
+    def missing(text):
+        out.append(f"N/A : {text} (not measured in this run)")
+
+    ch = find(rows, "xla_chunked", 4096, "causal")
+    dpa = find(rows, "jax.nn.dot_product_attention[xla]", 4096, "causal")
+    if ch and ch.time_s and dpa and dpa.time_s:
+        r = dpa.time_s / ch.time_s
+        line(r >= 3, f"4096 causal fwd+bwd: xla_chunked {r:.1f}x faster than "
+                     f"dot_product_attention[xla] (target >= 3x)")
+        r = dpa.mem_gib / ch.mem_gib
+        line(r >= 8, f"4096 causal peak memory: xla_chunked {ch.mem_gib:.3f} GiB = 1/{r:.0f} "
+                     f"of dot_product_attention[xla] {dpa.mem_gib:.2f} GiB (target <= 1/8)")
+    else:
+        missing("4096 causal speed and memory vs dot_product_attention[xla]")
+    if ch and ch.gflops:
+        frac = ch.gflops / ceiling
+        line(frac >= 0.3, f"4096 causal: xla_chunked {ch.gflops:.1f} GFLOP/s = {frac:.0%} of "
+                          f"fp32 matmul {ceiling:.1f} GFLOP/s (target >= 30%)")
+    else:
+        missing("4096 causal GFLOP/s")
+    ch8 = find(rows, "xla_chunked", 8192, "causal")
+    if ch8 and ch8.mem_gib is not None:
+        line(ch8.mem_gib <= 2, f"8192 causal: xla_chunked peak {ch8.mem_gib:.3f} GiB "
+                               f"(target <= 2 GiB)")
+    else:
+        missing("8192 causal memory")
+    auto = find(rows, "attention (auto", 256, "causal")
+    timed = [r for r in rows if r.length == 256 and r.features == "causal" and r.time_s
+             and not r.impl.startswith("attention (auto")]
+    if auto and auto.time_s and timed:
+        best = min(timed, key=lambda r: r.time_s)
+        r = auto.time_s / best.time_s
+        line(r <= 1.2, f"256 causal: dispatcher's choice {auto.impl} at {r:.2f}x the fastest "
+                       f"({best.impl}) (target <= 1.2x)")
+    else:
+        missing("256 dispatcher choice")
+    win = find(rows, "xla_chunked", 4096, "causal+window256")
+    if ch and ch.time_s and win and win.time_s:
+        r = ch.time_s / win.time_s
+        line(r >= 4, f"4096: window 256 {r:.1f}x faster than full causal (target >= 4x)")
+    else:
+        missing("4096 window vs causal")
+    return out
+
+
+def hardware_line(meta) -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dev = jax.devices()[0]
+    return (f"{cpu}, {os.cpu_count()} cores; device {dev.platform}:{dev.device_kind}; "
+            f"jax {jax.__version__}; load average at start {meta['load_start'][0]:.1f}, "
+            f"at end {meta['load_end'][0]:.1f}; fp32 matmul {meta['matmul_start']:.0f} / "
+            f"{meta['matmul_end']:.0f} GFLOP/s (start / end)")
+
+
+def render(rows, meta, args) -> str:
+    ceiling = max(meta["matmul_start"], meta["matmul_end"])
+    buf = io.StringIO()
+    buf.write("# Attention kernel benchmark\n\n")
+    buf.write(f"Command: `python experiments/kernel_bench.py {' '.join(args.argv)}`\n\n")
+    buf.write(f"Hardware: {hardware_line(meta)}\n\n")
+    buf.write(f"Shapes: batch {args.batch}, heads {args.heads}, head_dim {args.head_dim}, fp32, "
+              "layout [batch, length, heads, head_dim]. Time: median fwd+bwd wall time of "
+              "`jax.jit(jax.grad(sum(attention)))` after one warm-up call. Memory: XLA "
+              "`compiled.memory_analysis()` temp + argument + output bytes of that program "
+              "(not process RSS). GFLOP/s: 14*B*H*D per visible (query, key) pair (causal "
+              "counts as half). Peers over `--mem-limit-gib` are skipped.\n\n")
+    buf.write("| implementation | length | features | fwd+bwd ms | repeats | peak GiB "
+              "| GFLOP/s | note |\n|---|---|---|---|---|---|---|---|\n")
+    for r in rows:
+        buf.write(fmt_row(r) + "\n")
+    buf.write(f"\nMachine ceiling (fp32 2048^3 matmul, best of start/end): {ceiling:.1f} "
+              "GFLOP/s\n\n## Target checks\n\n```\n")
+    buf.write("\n".join(checks(rows, ceiling)) + "\n```\n")
+    buf.write(f"\nCPU dispatch: reference for length <= {CPU_REFERENCE_MAX_LENGTH}, "
+              "xla_chunked above.\n")
+    return buf.getvalue()
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096, 8192])
+    p.add_argument("--features", nargs="+", default=list(FEATURES), choices=FEATURES)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--head-dim", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--budget-s", type=float, default=20.0,
+                   help="stop repeating a cell after this many seconds (min 1 repeat)")
+    p.add_argument("--mem-limit-gib", type=float, default=6.0,
+                   help="skip peers whose compiled program needs more memory")
+    p.add_argument("--reference-max-len", type=int, default=4096,
+                   help="skip the naive reference above this length")
+    p.add_argument("--quick", action="store_true", help="lengths 256 1024, 2 repeats")
+    p.add_argument("--out", type=pathlib.Path, default=None,
+                   help="directory for kernel_bench.md and kernel_bench.csv")
+    args = p.parse_args(argv)
+    args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
+    if args.quick:
+        args.lengths, args.repeats = [256, 1024], 2
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    rows, meta = run(args)
+    md = render(rows, meta, args)
+    print(md)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "kernel_bench.md").write_text(md)
+        with open(args.out / "kernel_bench.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow([fld.name for fld in dataclasses.fields(Row)])
+            for r in rows:
+                w.writerow(dataclasses.astuple(r))
+
+
+if __name__ == "__main__":
+    main()
