@@ -1,13 +1,22 @@
-"""The sequence model every attention family shares: encoder -> blocks -> heads."""
+"""The sequence model every family shares: encoder -> backbone -> heads.
+
+The backbone is the only part a family chooses (see :mod:`attnlab.models.registry`):
+transformer blocks around an attention layer, or a whole recurrent backbone.
+Families whose backbone can stream (linear attention, LSTM) also score one new event
+per customer in O(1) (:meth:`SequenceModel.init_state`, :meth:`SequenceModel.step`).
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attnlab.models.encoder import EventEncoder, TransformerBlock
-import enum
+from attnlab.models.encoder import EncoderMode, EventEncoder
 
 from attnlab.models.heads import (
     CatalogueHead, ChurnHead, CopyHead, gather_positions, last_state, mixture_log_prob,
@@ -21,13 +30,37 @@ class ItemHead(enum.Enum):
     COPY = "copy"
 
 
+@dataclasses.dataclass(frozen=True)
+class StreamScores:
+    """Scores after one streamed event.
+
+    Attributes:
+      item_scores: ``float32[batch, n_items + 1]`` catalogue logits (index 0 masked),
+        equal to :meth:`SequenceModel.next_item_scores` on the history so far.
+      churn_logit: ``float32[batch]``, equal to :meth:`SequenceModel.churn_logit`.
+      hidden: ``float32[batch, d_model]`` final hidden state of the new event.
+    """
+
+    item_scores: jax.Array
+    churn_logit: jax.Array
+    hidden: jax.Array
+
+
+jax.tree_util.register_dataclass(StreamScores, data_fields=["item_scores", "churn_logit", "hidden"],
+                                 meta_fields=[])
+
+
 class SequenceModel(nnx.Module):
-    """Event encoder + ``n_layers`` transformer blocks + catalogue and churn heads.
+    """Event encoder + a family's backbone + catalogue and churn heads.
 
     Args:
       n_items: catalogue size (vocabulary without the 0 slot).
-      d_model, n_layers, n_heads, max_len, dropout: architecture.
-      attention_factory: ``(d_model, rngs) -> nnx.Module`` building one attention layer.
+      d_model, max_len, dropout: architecture.
+      backbone_factory: ``rngs -> backbone`` (``(x [b, l, d], context) -> [b, l, d]``,
+        see :mod:`attnlab.models.backbones`).
+      item_head: softmax or copy.
+      encoder_mode: cutoff_relative (default) or event_local (needed for streaming).
+      gap_buckets: learned bucketed-gap input embedding (0 = off).
     """
 
     def __init__(
@@ -35,24 +68,21 @@ class SequenceModel(nnx.Module):
         *,
         n_items: int,
         d_model: int,
-        n_layers: int,
         max_len: int,
         dropout: float,
-        attention_factory,
+        backbone_factory: Callable[[nnx.Rngs], nnx.Module],
         item_head: ItemHead = ItemHead.SOFTMAX,
+        encoder_mode: EncoderMode = EncoderMode.CUTOFF_RELATIVE,
+        gap_buckets: int = 0,
         rngs: nnx.Rngs,
     ):
         self.n_items = n_items
         self.max_len = max_len
         self.encoder = EventEncoder(
-            n_items=n_items, d_model=d_model, max_len=max_len, dropout=dropout, rngs=rngs
+            n_items=n_items, d_model=d_model, max_len=max_len, dropout=dropout,
+            mode=encoder_mode, gap_buckets=gap_buckets, rngs=rngs,
         )
-        self.blocks = nnx.List(
-            [
-                TransformerBlock(d_model, attention_factory(d_model, rngs), dropout=dropout, rngs=rngs)
-                for _ in range(n_layers)
-            ]
-        )
+        self.backbone = backbone_factory(rngs)
         self.final_norm = nnx.LayerNorm(d_model, rngs=rngs)
         self.catalogue = CatalogueHead(n_items, rngs=rngs)
         self.churn = ChurnHead(d_model, rngs=rngs)
@@ -63,8 +93,7 @@ class SequenceModel(nnx.Module):
         """Hidden states ``float32[batch, length, d_model]`` (zeros at padding)."""
         context = {"lengths": inputs["lengths"], "time": inputs["time"]}
         x = self.encoder(inputs, rngs=rngs)
-        for block in self.blocks:
-            x = block(x, context, rngs=rngs)
+        x = self.backbone(x, context, rngs=rngs)
         return self.final_norm(x)
 
     def catalogue_logits(self, h: jax.Array) -> jax.Array:
@@ -111,3 +140,41 @@ class SequenceModel(nnx.Module):
         """``float32[batch]`` churn logit from the state at the cutoff."""
         h = self.hidden(inputs, rngs=rngs)
         return self.churn(last_state(h, inputs["lengths"]))
+
+    # -- streaming ------------------------------------------------------------------
+    def init_state(self, batch: int) -> Any:
+        """Empty per-customer streaming state for ``batch`` customers.
+
+        Needs a backbone that can stream (``linear``, ``lstm``), ``encoder:
+        event_local`` and the softmax item head; raises a ValueError /
+        NotImplementedError saying which config key to change otherwise.
+        """
+        if self.encoder.mode is not EncoderMode.EVENT_LOCAL:
+            raise ValueError("streaming needs `encoder: event_local` in the model config: with "
+                             "cutoff-relative features every past event changes at each new event.")
+        if self.copy is not None:
+            raise NotImplementedError("streaming supports item_head=softmax only: the copy head "
+                                      "points over the whole history, which a fixed state does not keep.")
+        return self.backbone.init_state(batch)
+
+    def step(self, state: Any, event: dict[str, jax.Array]) -> tuple[Any, StreamScores]:
+        """Absorb one new event per customer and score them, O(1) in history length.
+
+        Args:
+          state: from :meth:`init_state` or a previous ``step``.
+          event: the new event's inputs, each ``[batch]``: ``item``, ``event_type``,
+            ``weekday``, ``hour``, ``gap``, ``age``, ``value``, ``quantity``; optional
+            ``valid bool[batch]`` (rows without a new event keep their state; their
+            scores are meaningless).
+
+        Returns:
+          ``(new state, StreamScores)``; the scores equal the parallel model's scores
+          at the new event's position.
+        """
+        valid = event.get("valid")
+        if valid is None:
+            valid = jnp.ones(event["item"].shape, bool)
+        x = self.encoder.embed_event(event)
+        state, y = self.backbone.step(state, x, valid)
+        h = self.final_norm(y)
+        return state, StreamScores(item_scores=self.catalogue_logits(h), churn_logit=self.churn(h), hidden=h)

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from attnlab.baselines.registry import churn_baselines, ranking_baselines
 from attnlab.data import splits as protocols
 from attnlab.data.batching import Batch, make_batch, next_basket_targets
 from attnlab.data.sequences import SequenceStore
@@ -84,11 +85,8 @@ class NextItemTask:
         return protocols.next_item_split(store, seed=seed, min_baskets=int(self.cfg.get("min_baskets", 3)))
 
     def baselines(self, store: SequenceStore, split: Split) -> dict[str, ScoreFn]:
-        from attnlab.baselines.popularity import MostPopular, PersonalRepeat
-
-        pop = MostPopular().fit(store, split.train_end)
-        rep = PersonalRepeat().fit(store, split.train_end)
-        return {"most_popular": pop.score, "personal_repeat": rep.score}
+        names = self.cfg.get("baselines") or ("most_popular", "personal_repeat")
+        return ranking_baselines(names, store, split)
 
     def evaluate(self, score_fn: ScoreFn, store: SequenceStore, examples: Examples, *, progress: bool):
         return evaluation.evaluate_next_item(score_fn, store, examples, ks=self.ks, progress=progress)
@@ -198,9 +196,9 @@ class ChurnTask:
         )
 
     def baselines(self, store: SequenceStore, split: Split) -> dict[str, ScoreFn]:
-        from attnlab.baselines.recency import RecencyFrequency
-
-        return {"recency_frequency": RecencyFrequency().fit(store, split.train).prob}
+        names = self.cfg.get("baselines") or ("recency_frequency",)
+        horizon_days = protocols.to_duration_seconds(self.cfg.get("horizon", "8W")) / 86400.0
+        return churn_baselines(names, store, split, horizon_days=horizon_days)
 
     def evaluate(self, prob_fn, store: SequenceStore, examples: Examples, *, progress: bool):
         return evaluation.evaluate_churn(prob_fn, store, examples)

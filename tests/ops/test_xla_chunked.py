@@ -8,16 +8,18 @@ import pytest
 
 from attnlab.ops import xla_chunked
 from attnlab.ops.spec import AttentionSpec
-from attnlab.ops.xla_chunked import ChunkConfig, chunked_attention
+from attnlab.ops.xla_chunked import ChunkConfig, WindowPath, chunked_attention
 from tests.ops.attention_suite import AttentionSuite, Features, make_qkv, make_spec
 
 
 class TestXlaChunkedSmallBlocks(AttentionSuite):
     """Tiny blocks (8 x 16) so every test crosses many block boundaries, windows and
-    global blocks straddle blocks, and lengths are not block multiples."""
+    global blocks straddle blocks, and lengths are not block multiples. Windows take
+    the looped path here; ``tests/ops/test_banded.py`` runs the suite on the band."""
 
     def impl(self, q, k, v, spec):
-        return chunked_attention(q, k, v, spec=spec, config=ChunkConfig(block_q=16, block_k=8))
+        cfg = ChunkConfig(block_q=16, block_k=8, window_path=WindowPath.LOOP)
+        return chunked_attention(q, k, v, spec=spec, config=cfg)
 
 
 class _Tiled(AttentionSuite):
@@ -28,8 +30,11 @@ class _Tiled(AttentionSuite):
         return chunked_attention(q, k, v, spec=spec, config=self.config)
 
 
-@pytest.mark.parametrize("config", [None, ChunkConfig(block_q=32, block_k=64)],
-                         ids=["default", "bk_gt_bq"])
+@pytest.mark.parametrize(
+    "config",
+    [None, ChunkConfig(block_q=32, block_k=64, window_path=WindowPath.LOOP),
+     ChunkConfig(window_path=WindowPath.LOOP)],
+    ids=["default", "bk_gt_bq", "default_loop"])
 def test_other_tilings(config):
     """The production tiling (one block clipped to the length) and block_k > block_q."""
     b, n, h, d = 3, 150, 2, 16
@@ -68,6 +73,18 @@ def test_ragged_batch_stops_at_longest_sequence():
     steps = [int(xla_chunked._key_block_range(jnp.int32(i), st, jnp.int32(40))[2])
              for i in range(8)]
     assert steps == [3] * 8
+
+
+@pytest.mark.parametrize("length,window,expected", [
+    (256, None, ChunkConfig(256, 256)),
+    (1024, None, ChunkConfig(256, 256)),
+    (2048, None, ChunkConfig(512, 512)),
+    (8192, None, ChunkConfig(512, 512)),
+    (4096, 256, ChunkConfig(128, 128)),
+    (4096, 1024, ChunkConfig(512, 512)),
+])
+def test_default_config(length, window, expected):
+    assert xla_chunked.default_config(length, 32, window=window) == expected
 
 
 @pytest.mark.parametrize("length,cfg,expected", [

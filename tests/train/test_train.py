@@ -87,3 +87,16 @@ def test_next_item_on_data_without_items_fails_clearly(tmp_path, shared_cache):
     cfg = real_cfg(tmp_path, shared_cache, "data=cdnow", "task=next_item")
     with pytest.raises(ValueError, match="no item ids"):
         train_and_evaluate(cfg)
+
+
+def test_unknown_baseline_name_fails_clearly(tmp_path):
+    cfg = tiny_cfg(tmp_path, "task.baselines=[most_popular,nope]")
+    with pytest.raises(KeyError, match="unknown ranking baseline 'nope'"):
+        train_and_evaluate(cfg)
+
+
+def test_every_ranking_baseline_runs_through_the_trainer(tmp_path):
+    names = "[most_popular,personal_repeat,rfm_segment_popularity,item_knn,ease,als,bpr]"
+    result = train_and_evaluate(tiny_cfg(tmp_path, f"task.baselines={names}", "trainer.max_epochs=1"))
+    assert set(result.metrics) == {"model", "most_popular", "personal_repeat", "rfm_segment_popularity",
+                                   "item_knn", "ease", "als", "bpr"}

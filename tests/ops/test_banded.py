@@ -1,0 +1,145 @@
+"""The shared attention suite on the banded path for causal windows, plus its own
+checks: band geometry, global keys overlapping the band, routing, memory."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attnlab.ops import banded, xla_chunked
+from attnlab.ops.spec import AttentionSpec, DecayFn
+from attnlab.ops.xla_chunked import ChunkConfig, WindowPath, chunked_attention
+from tests.ops.attention_suite import AttentionSuite, Features, make_qkv, make_spec
+
+
+class TestBandedSmallBlocks(AttentionSuite):
+    """Causal windows forced onto the band with 8-position blocks (window 13 spans
+    ``m = 2`` previous blocks), 2 blocks x 2 (batch, head) rows per scan step, so
+    steps, band edges and the global block all straddle each other. Non-causal
+    windows and window-free specs run the loop path, as in production."""
+
+    def impl(self, q, k, v, spec):
+        cfg = ChunkConfig(window_path=WindowPath.BANDED, band_block=8, band_group=2,
+                          band_rows=2)
+        return chunked_attention(q, k, v, spec=spec, config=cfg)
+
+
+class _Banded(AttentionSuite):
+    def __init__(self, config):
+        self.config = config
+
+    def impl(self, q, k, v, spec):
+        return chunked_attention(q, k, v, spec=spec, config=self.config)
+
+
+_FORCED = ChunkConfig(window_path=WindowPath.BANDED)
+
+
+@pytest.mark.parametrize(
+    "length,window,num_global,decay,config",
+    [
+        (150, 37, 0, DecayFn.LOG1P, _FORCED),  # window not a power of two
+        (150, 37, 5, DecayFn.LINEAR, ChunkConfig(window_path=WindowPath.BANDED,
+                                                  band_block=16, band_group=3)),
+        (100, 300, 4, DecayFn.LOG1P, _FORCED),  # window > length: plain causal
+        (90, 16, 24, DecayFn.LOG1P, _FORCED),  # globals overlap the band
+        (90, 16, 24, None, ChunkConfig(window_path=WindowPath.BANDED, band_block=8)),
+        (90, 1, 0, None, _FORCED),  # window 1: each query sees only itself
+        (90, 1, 3, DecayFn.LINEAR, _FORCED),  # ... plus the globals
+        (130, 64, 7, DecayFn.LOG1P, None),  # AUTO: the production route
+    ],
+)
+def test_band_cases(length, window, num_global, decay, config):
+    b, h, d = 4, 2, 16
+    feats = Features("band", window=window, num_global=num_global, decay=decay)
+    q, k, v = make_qkv(b, length, h, d, seed=length + window)
+    spec = make_spec(feats, b, length, h)
+    suite = _Banded(config)
+    suite.check_forward(q, k, v, spec, f"W={window} G={num_global}")
+    suite.check_gradients(q, k, v, spec, f"W={window} G={num_global}")
+
+
+def test_window_one_is_identity_on_values():
+    b, n, h, d = 2, 40, 2, 8
+    q, k, v = make_qkv(b, n, h, d)
+    out = chunked_attention(q, k, v, spec=AttentionSpec(window=1), config=_FORCED)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(v), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("length,block,window,expected", [
+    # (padded length, block, prev blocks)
+    (4096, 256, 256, (4096, 256, 1)),
+    (4096, 128, 256, (4096, 128, 2)),
+    (4096, 256, 257, (4096, 256, 1)),  # W - 1 = 256 keys back still fits one block
+    (4096, 256, 258, (4096, 256, 2)),
+    (63, 16, 13, (64, 16, 1)),
+    (7, 64, 40, (8, 8, 0)),  # one block: the band is the block
+    (100, 64, 300, (128, 64, 1)),
+])
+def test_band_geometry(length, block, window, expected):
+    st = banded.band_static(length, block, window=window, num_global=0, decay_fn=None,
+                            time_unit=1.0, batch_heads=16)
+    assert (st.length, st.block, st.prev) == expected
+    assert st.prev * st.block >= window - 1 or st.prev == st.num_blocks - 1
+    assert st.num_blocks % st.group == 0 and st.bh % st.rows == 0
+
+
+def test_default_step_fits_budget():
+    st = banded.band_static(4096, 64, window=64, num_global=0, decay_fn=None,
+                            time_unit=1.0, batch_heads=16)
+    assert st.rows * st.group * st.block * st.band <= banded.STEP_SCORES
+    assert st.rows == 16 and st.group > 1
+
+
+@pytest.mark.parametrize("num_global,length,window,expected", [
+    (0, 100, 10, 0),
+    (3, 100, 10, 8),
+    (20, 100, 10, 24),
+    (5, 10, 40, 0),  # every global key already inside every window
+])
+def test_global_keys(num_global, length, window, expected):
+    st = banded.band_static(length, 16, window=window, num_global=num_global,
+                            decay_fn=None, time_unit=1.0, batch_heads=1)
+    assert st.global_keys == expected
+
+
+@pytest.mark.parametrize("prev", [0, 1, 3])
+def test_unband_is_adjoint_of_band(prev):
+    """<band(x), y> == <x, unband(y)>: dk / dv are scattered back exactly."""
+    c, nb = 8, 5
+    st = banded.BandStatic(length=c * nb, block=c, prev=prev, window=1, num_global=0,
+                           global_keys=0, group=1, bh=2, rows=1, decay_fn=None,
+                           time_unit=1.0)
+    rng = np.random.default_rng(prev)
+    x = jnp.asarray(rng.standard_normal((2, c * nb, 3), np.float32))
+    y = jnp.asarray(rng.standard_normal((2, nb, (prev + 1) * c, 3), np.float32))
+    lhs = jnp.sum(banded._band(x, st, 1) * y)
+    rhs = jnp.sum(x * banded._unband(y, st))
+    np.testing.assert_allclose(float(lhs), float(rhs), rtol=1e-5)
+
+
+@pytest.mark.parametrize("spec,config,banded_path", [
+    (AttentionSpec(window=64), None, True),
+    (AttentionSpec(window=65), None, False),
+    (AttentionSpec(window=65), _FORCED, True),
+    (AttentionSpec(window=16), ChunkConfig(window_path=WindowPath.LOOP), False),
+    (AttentionSpec(causal=False, window=16), _FORCED, False),  # not a band
+    (AttentionSpec(), _FORCED, False),
+])
+def test_routing(spec, config, banded_path):
+    cfg = config or xla_chunked.default_config(256, 16, window=spec.window)
+    assert xla_chunked._use_banded(spec, cfg) is banded_path
+
+
+def test_backward_memory_is_linear_in_length():
+    """Compiled fwd+bwd temp memory grows ~linearly (quadratic would be 4x per doubling)."""
+    def temp_bytes(n):
+        q, k, v = (jax.ShapeDtypeStruct((1, n, 1, 16), jnp.float32),) * 3
+        spec = AttentionSpec(window=32, num_global=4)
+        loss = lambda q, k, v: jnp.sum(chunked_attention(q, k, v, spec=spec))  # noqa: E731
+        mem = jax.jit(jax.grad(loss, (0, 1, 2))).lower(q, k, v).compile().memory_analysis()
+        return mem.temp_size_in_bytes
+
+    small, large = temp_bytes(2048), temp_bytes(8192)
+    assert large < 6 * small, (small, large)
+    assert large < 8192 * 8192 * 4 / 8
