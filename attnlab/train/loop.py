@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,12 @@ from attnlab.train.tracking import make_tracker
 
 log = logging.getLogger(__name__)
 logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
+
+
+def _peak_rss_mb() -> float:
+    """Process peak resident memory so far (MB). Contenders run in sequence in one
+    process, so a row's value is the peak up to and including that contender."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _as_dict(cfg) -> dict[str, Any]:
@@ -106,7 +113,7 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
     for name, fn in task.baselines(store, split).items():
         t0 = time.perf_counter()
         ev = task.evaluate(fn, store, split.test, progress=progress)
-        metrics[name] = {**ev.metrics, "wall_s": time.perf_counter() - t0}
+        metrics[name] = {**ev.metrics, "wall_s": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()}
         per_example[name] = ev.per_example
 
     # -- model ------------------------------------------------------------------------
@@ -167,7 +174,8 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
         ckpts.restore("best", (model, optimizer))
     t0 = time.perf_counter()
     ev = task.evaluate(score_fn, store, split.test, progress=progress)
-    metrics["model"] = {**ev.metrics, "wall_s": time.perf_counter() - t0}
+    metrics["model"] = {**ev.metrics, "wall_s": time.perf_counter() - t0,
+                        "train_s": state["train_seconds"], "peak_rss_mb": _peak_rss_mb()}
     per_example["model"] = ev.per_example
     ckpts.close()
 
