@@ -39,3 +39,9 @@ def test_experiment_configs_carry_their_command():
 def test_every_group_has_options():
     for g in GROUPS:
         assert options(g), f"config group {g} is empty"
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiment_overrides_root_keys(experiment):
+    cfg = compose_cfg([f"experiment={experiment}"])
+    assert cfg.experiment_name == experiment
