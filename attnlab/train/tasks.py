@@ -35,6 +35,28 @@ def _pad_rows(arrays: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]
     return out
 
 
+def _predictor(fn, model, *, max_len: int, batch_size: int, use_cutoff: bool):
+    """``(store, examples) -> np.ndarray`` running jitted ``fn(model, inputs)`` over
+    fixed-size padded batches (one compilation), rows in example order.
+
+    ``use_cutoff``: time features relative to each example's cut-off (churn: the
+    scoring date is known) instead of its latest visible event (ranking tasks).
+    """
+
+    def predict(store: SequenceStore, ex: Examples) -> np.ndarray:
+        out = []
+        for i in range(0, len(ex), batch_size):
+            sl = slice(i, i + batch_size)
+            b = make_batch(store, customers=ex.customer[sl], ends=ex.end[sl],
+                           cutoffs=ex.cutoff[sl] if use_cutoff else None, max_len=max_len)
+            out.append(np.asarray(fn(model, _pad_rows(b.model_inputs(), batch_size)))[: len(b.lengths)])
+        if out:
+            return np.concatenate(out)
+        return np.zeros((0, store.n_items + 1) if not use_cutoff else (0,), np.float32)
+
+    return predict
+
+
 def _require_items(store: SequenceStore, task: str) -> None:
     if store.n_items == 0:
         source = store.meta.get("source", "this dataset")
@@ -143,16 +165,7 @@ class NextItemTask:
         def scores(model, inputs):
             return model.next_item_scores(inputs)
 
-        def score_fn(store: SequenceStore, ex: Examples) -> np.ndarray:
-            out = []
-            for i in range(0, len(ex), batch_size):
-                sl = slice(i, i + batch_size)
-                b = make_batch(store, customers=ex.customer[sl], ends=ex.end[sl], cutoffs=None, max_len=max_len)
-                m = len(b.lengths)
-                out.append(np.asarray(scores(model, _pad_rows(b.model_inputs(), batch_size)))[:m])
-            return np.concatenate(out) if out else np.zeros((0, store.n_items + 1), np.float32)
-
-        return score_fn
+        return _predictor(scores, model, max_len=max_len, batch_size=batch_size, use_cutoff=False)
 
 
 class NextBasketTask(NextItemTask):
@@ -229,15 +242,7 @@ class ChurnTask:
         def probs(model, inputs):
             return jax.nn.sigmoid(model.churn_logit(inputs))
 
-        def prob_fn(store: SequenceStore, ex: Examples) -> np.ndarray:
-            out = []
-            for i in range(0, len(ex), batch_size):
-                sl = slice(i, i + batch_size)
-                b = make_batch(store, customers=ex.customer[sl], ends=ex.end[sl], cutoffs=ex.cutoff[sl], max_len=max_len)
-                out.append(np.asarray(probs(model, _pad_rows(b.model_inputs(), batch_size)))[: len(b.lengths)])
-            return np.concatenate(out) if out else np.zeros(0, np.float32)
-
-        return prob_fn
+        return _predictor(probs, model, max_len=max_len, batch_size=batch_size, use_cutoff=True)
 
 
 TASKS: dict[str, type] = {"next_item": NextItemTask, "next_basket": NextBasketTask, "churn": ChurnTask}
