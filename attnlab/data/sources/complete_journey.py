@@ -171,15 +171,8 @@ def _campaign_events(d: Path, rep: RepairReport, first_basket: int) -> pd.DataFr
     rep.add("campaign_events", len(merged),
             "{count:,} CAMPAIGN events (household x campaign) at the campaign start date, "
             "item NO_ITEM, side column campaign_id")
-    return pd.DataFrame({
-        "customer_id": merged["household_id"].to_numpy(np.int64),
-        "item_id": NO_ITEM,
-        "timestamp": merged["start_date"].to_numpy(),
-        "basket_id": negative_ids(len(merged), after=first_basket),
-        "quantity": np.float32(0), "value": np.float32(0),
-        "event_type": np.int8(EventType.CAMPAIGN),
-        "campaign_id": pd.array(merged["campaign_id"].to_numpy(), dtype="Int64"),
-    })
+    return _no_item_events(merged, merged["start_date"], first_basket,
+                           event_type=EventType.CAMPAIGN, quantity=0.0)
 
 
 def _coupon_events(d: Path, rep: RepairReport, first_basket: int) -> pd.DataFrame:
@@ -190,14 +183,25 @@ def _coupon_events(d: Path, rep: RepairReport, first_basket: int) -> pd.DataFram
     rep.add("coupon_events", len(red),
             "{count:,} COUPON_REDEMPTION events at the end of the redemption day "
             "(23:59:59), item NO_ITEM, side column campaign_id")
+    return _no_item_events(red, ts, first_basket,
+                           event_type=EventType.COUPON_REDEMPTION, quantity=1.0)
+
+
+def _no_item_events(rows: pd.DataFrame, timestamps, first_basket: int, *,
+                    event_type: EventType, quantity: float) -> pd.DataFrame:
+    """Canonical events without an item (campaign contacts, coupon redemptions).
+
+    Each gets its own negative basket id (after ``first_basket``) and keeps
+    ``campaign_id`` as a side column.
+    """
     return pd.DataFrame({
-        "customer_id": red["household_id"].to_numpy(np.int64),
+        "customer_id": rows["household_id"].to_numpy(np.int64),
         "item_id": NO_ITEM,
-        "timestamp": ts.to_numpy(),
-        "basket_id": negative_ids(len(red), after=first_basket),
-        "quantity": np.float32(1), "value": np.float32(0),
-        "event_type": np.int8(EventType.COUPON_REDEMPTION),
-        "campaign_id": pd.array(red["campaign_id"].to_numpy(), dtype="Int64"),
+        "timestamp": np.asarray(timestamps),
+        "basket_id": negative_ids(len(rows), after=first_basket),
+        "quantity": np.float32(quantity), "value": np.float32(0),
+        "event_type": np.int8(event_type),
+        "campaign_id": pd.array(rows["campaign_id"].to_numpy(), dtype="Int64"),
     })
 
 

@@ -182,23 +182,14 @@ def load(
     if timestamp_unit is not None:
         num = pd.to_numeric(df["timestamp"], errors="coerce")
         bad = num.isna().to_numpy() & df["timestamp"].notna().to_numpy()
-        if bad.any():
-            lines = ", ".join(f"{label} {i} ({v!r})" for i, v in
-                              df.loc[bad, "timestamp"].head(5).items())
-            raise DataError(f"[{NAME}] {p}: column '{columns['timestamp']}' (timestamp): "
-                            f"{int(bad.sum()):,} value(s) are not numbers although "
-                            f"timestamp_unit={timestamp_unit!r}. First offending: {lines}.")
+        _raise_if_bad(df, bad, "timestamp", columns, label, p,
+                      f"not numbers although timestamp_unit={timestamp_unit!r}", "")
         df["timestamp"] = pd.to_datetime(num, unit=timestamp_unit, origin=timestamp_origin)
     if "unit_price" in df.columns:
         q = pd.to_numeric(df.get("quantity", pd.Series(1.0, index=df.index)), errors="coerce")
         price = pd.to_numeric(df["unit_price"], errors="coerce")
-        bad = price.isna().to_numpy()
-        if bad.any():
-            lines = ", ".join(f"{label} {i} ({v!r})" for i, v in
-                              df.loc[bad, "unit_price"].head(5).items())
-            raise DataError(f"[{NAME}] {p}: column '{columns['unit_price']}' (unit_price): "
-                            f"{int(bad.sum()):,} value(s) are missing or not numbers. "
-                            f"First offending: {lines}. Fix them or map 'value' instead.")
+        _raise_if_bad(df, price.isna().to_numpy(), "unit_price", columns, label, p,
+                      "missing or not numbers", " Fix them or map 'value' instead.")
         df["value"] = q * price
         df = df.drop(columns=["unit_price"])
 
@@ -247,3 +238,12 @@ def _features(events: pd.DataFrame, key: str, feats: list[str], uniq: pd.Index |
 
 
 SOURCE = register_source(Source(name=NAME, load=load, files=files, version="1"))
+
+
+def _raise_if_bad(df, bad, column, columns, label, path, problem, fix) -> None:
+    """DataError naming the file, the source column and the first offending rows."""
+    if not bad.any():
+        return
+    lines = ", ".join(f"{label} {i} ({v!r})" for i, v in df.loc[bad, column].head(5).items())
+    raise DataError(f"[{NAME}] {path}: column '{columns[column]}' ({column}): "
+                    f"{int(bad.sum()):,} value(s) are {problem}. First offending: {lines}.{fix}")
