@@ -2,7 +2,11 @@
 
     python experiments/train.py                       # default: vanilla on The Complete Journey, next_item
     python experiments/train.py model=vanilla task=next_item data=synthetic logger=none
+    python experiments/train.py -m experiment=cj_churn    # a published table's sweep (models x seeds)
     python experiments/train.py -m seed=0,1,2         # multirun over seeds
+
+Under ``-m`` (multirun) finished runs are skipped on relaunch (``trainer.skip_completed``,
+keyed by config hash + seed), and W&B runs are grouped by experiment (one sweep each) with job_type ``sweep``.
 """
 
 from __future__ import annotations
@@ -11,9 +15,23 @@ import logging
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+
+def apply_sweep_defaults(cfg: DictConfig) -> None:
+    """Multirun-only defaults: skip finished runs, group W&B runs by sweep."""
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return
+    with open_dict(cfg):
+        if cfg.trainer.get("skip_completed") is None:
+            cfg.trainer.skip_completed = True
+        if cfg.get("logger") and cfg.logger.get("name") == "wandb":
+            cfg.logger.job_type = "sweep"   # runs are already grouped by experiment (= sweep)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -21,11 +39,13 @@ def main(cfg: DictConfig) -> float:
     from attnlab.report.console import metrics_table, summary_line
     from attnlab.train.loop import train_and_evaluate
 
+    apply_sweep_defaults(cfg)
     result = train_and_evaluate(cfg)
     print(metrics_table(result))
     print(summary_line(result))
     logging.getLogger(__name__).info("result: %s", result.path)
-    return float(result.valid.get("ndcg@10", 0.0))
+    # the value an optimising sweeper (configs/hparams_search) maximises
+    return float(result.valid.get(result.provenance.get("monitor", "ndcg@10"), float("nan")))
 
 
 if __name__ == "__main__":

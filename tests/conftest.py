@@ -7,3 +7,10 @@ import sys
 _ROOT = str(pathlib.Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
+
+# Runs started by tests (and the notebooks they execute) write their results index and
+# Hydra outputs under a throwaway root, never into the repository's outputs/.
+import os
+import tempfile
+
+os.environ.setdefault("ATTNLAB_OUTPUTS", tempfile.mkdtemp(prefix="attnlab-test-outputs-"))

@@ -5,6 +5,16 @@ baselines on the same split -> train the model with AdamW (jit-compiled step, ea
 stopping on the validation metric, Orbax checkpoints every epoch, resumable) ->
 evaluate the best checkpoint on test -> write one results JSON atomically.
 
+Sweeps: every finished run is also filed in a results index,
+``<paths.results_dir>/<experiment>/<config_hash>.json`` (+ ``.npz`` per-example metrics),
+keyed by the hash of the resolved config (seed included; paths, logging and resume
+switches excluded). With ``trainer.skip_completed`` a run whose entry exists for the same
+data fingerprint is not re-run: its stored result is returned. ``experiments/train.py``
+turns this on under Hydra multirun, so a sweep killed half way and relaunched skips what
+finished and resumes the interrupted job from its ``latest`` checkpoint (the multirun
+directory is stable, see ``configs/config.yaml``). ``experiments/benchmark.py`` reads
+the index to build tables.
+
 Determinism: the epoch's example order is drawn from ``(seed, epoch)`` and dropout keys
 from ``(seed, step)``, so a run resumed from its ``latest`` checkpoint reproduces an
 uninterrupted run exactly.
@@ -12,6 +22,7 @@ uninterrupted run exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import logging
@@ -36,6 +47,31 @@ from attnlab.train.tracking import make_tracker
 
 log = logging.getLogger(__name__)
 logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
+
+
+def results_dir(c: dict[str, Any]) -> Path:
+    """The results index root: ``paths.results_dir``, else ``<paths.root>/results``."""
+    paths = c.get("paths") or {}
+    return Path(paths.get("results_dir") or Path(paths.get("root", "outputs")) / "results").absolute()
+
+
+def log_run_artifacts(tracker, result: res.RunResult, *, task_monitor: str) -> None:
+    """The end-of-run W&B payload: the test metrics as a table (one row per contender) and
+    the learning curves as an image."""
+    names = list(result.metrics)
+    cols = sorted({k for d in result.metrics.values() for k in d})
+    tracker.log_table("test/metrics", ["contender", *cols],
+                      [[n, *[result.metrics[n].get(k) for k in cols]] for n in names])
+    if result.history:
+        import matplotlib.pyplot as plt
+
+        from attnlab.report.plots import learning_curves
+
+        p = result.provenance
+        fig = learning_curves(result.history, monitor=task_monitor,
+                              title=f"{p['model']} on {p['data']}/{p['task']}, seed {p['seed']}")
+        tracker.log_figure("plots/learning_curves", fig)
+        plt.close(fig)
 
 
 def _peak_rss_mb() -> float:
@@ -87,6 +123,16 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
         c["data"]["name"], dict(c["data"].get("options") or {}),
         cache_dir=c["paths"]["cache_dir"], progress=progress,
     )
+    index_path = res.completed_path(results_dir(c), c)
+    if tr.get("skip_completed") and index_path.exists():
+        done = res.read_result(index_path)
+        if done.provenance.get("data_fingerprint") == store.fingerprint:
+            log.info("skipping: this exact run (config %s, seed %d) is already complete: %s",
+                     res.config_hash(c), seed, index_path)
+            done.provenance["skipped"] = True
+            return done
+        log.warning("re-running %s: it was computed on different data (fingerprint %s, now %s)",
+                    index_path, done.provenance.get("data_fingerprint"), store.fingerprint)
     task = make_task(c["task"])
     split = task.split(store, seed=seed)
     log.info("split %s: %d train customers, %d valid, %d test", task.name,
@@ -98,7 +144,10 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
         "task": task.name,
         "data": c["data"]["name"],
         "seed": seed,
+        "monitor": task.monitor,
         "config_hash": res.config_hash(c),
+        "cell_hash": res.cell_hash(c),
+        "run_dir": str(out_dir),
         "data_fingerprint": store.fingerprint,
         "git_sha": res.git_sha(),
         "versions": res.package_versions(),
@@ -110,10 +159,13 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
     # -- baselines on the same split ------------------------------------------------
     metrics: dict[str, dict[str, float]] = {}
     per_example: dict[str, dict[str, np.ndarray]] = {}
-    for name, fn in task.baselines(store, split).items():
+    fitted = task.baselines(store, split)
+    fit_s = getattr(task, "baseline_fit_s", {})
+    for name, fn in fitted.items():
         t0 = time.perf_counter()
         ev = task.evaluate(fn, store, split.test, progress=progress)
-        metrics[name] = {**ev.metrics, "wall_s": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()}
+        metrics[name] = {**ev.metrics, "fit_s": float(fit_s.get(name, float("nan"))),
+                         "wall_s": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()}
         per_example[name] = ev.per_example
 
     # -- model ------------------------------------------------------------------------
@@ -130,8 +182,16 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
 
     state = {"epoch": 0, "step": 0, "best": None, "best_epoch": -1, "bad_epochs": 0,
              "history": [], "train_events": 0, "train_seconds": 0.0}
+    resume_key = res.config_hash(c, ignore=res.NOT_RESULTS + ("trainer.max_epochs", "trainer.patience"))
+    state["resume_key"] = resume_key
     if tr.get("resume", True) and ckpts.latest_step() is not None:
         state = ckpts.restore("latest", (model, optimizer))
+        if state.get("resume_key", resume_key) != resume_key:
+            raise RuntimeError(
+                f"the checkpoint in {ckpts.directory} was written by a different config "
+                f"(key {state['resume_key']}, this run {resume_key}); only trainer.max_epochs and "
+                "trainer.patience may change on resume. Use a new output dir or delete it.")
+        state["resume_key"] = resume_key
         log.info("resumed from %s at epoch %d", ckpts.directory, state["epoch"])
 
     max_epochs = int(tr["max_epochs"])
@@ -187,10 +247,14 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
         n_test=len(split.test),
     )
     result = res.RunResult(metrics=metrics, valid=dict(state.get("best_valid", {})),
-                           history=state["history"], provenance=provenance)
+                           history=state["history"], provenance=provenance, config=res.result_config(c))
+    arrays = {f"{m}/{k}": np.asarray(v) for m, d in per_example.items() for k, v in d.items()}
+    res.atomic_write_npz(out_dir / "per_example.npz", arrays)
     res.write_result(result, out_dir / "result.json")
-    np.savez_compressed(out_dir / "per_example.npz",
-                        **{f"{m}/{k}": v for m, d in per_example.items() for k, v in d.items()})
+    # the index entry last: its JSON existing means the run is complete
+    res.atomic_write_npz(index_path.with_suffix(".npz"), arrays)
+    res.write_result(dataclasses.replace(result), index_path)
+    log_run_artifacts(tracker, result, task_monitor=monitor)
     tracker.set_summary({f"test/{m}/{k}": v for m, d in metrics.items() for k, v in d.items()})
     tracker.finish()
     return result

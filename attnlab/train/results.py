@@ -34,6 +34,12 @@ class RunResult:
     history: list[dict[str, Any]]
     provenance: dict[str, Any]
     path: str | None = None
+    config: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunResult":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -62,17 +68,77 @@ def write_result(result: RunResult, path: str | os.PathLike) -> str:
     return str(path)
 
 
+def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> str:
+    """``np.savez_compressed`` to a temp file in the same directory, then ``os.replace``."""
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return str(path)
+
+
 def _jsonable(x):
     if hasattr(x, "tolist"):
         return x.tolist()
     return str(x)
 
 
-def config_hash(cfg: dict[str, Any], *, ignore: tuple[str, ...] = ("logger", "paths", "progress")) -> str:
-    """sha256 (16 hex) of the resolved config, minus keys that do not change results."""
-    clean = {k: v for k, v in cfg.items() if k not in ignore}
-    blob = json.dumps(clean, sort_keys=True, default=str).encode()
+#: Config keys (dotted) that never change a run's results: excluded from every hash.
+NOT_RESULTS = ("logger", "paths", "progress", "hydra", "trainer.resume", "trainer.skip_completed",
+               "trainer.eval_batch_size")
+
+
+def result_config(cfg: dict[str, Any], *, ignore: tuple[str, ...] = NOT_RESULTS) -> dict[str, Any]:
+    """The resolved config minus the keys in ``ignore`` (dotted paths): what a result depends on."""
+    out = json.loads(json.dumps(cfg, default=str))
+    for key in ignore:
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out
+
+
+def config_hash(cfg: dict[str, Any], *, ignore: tuple[str, ...] = NOT_RESULTS) -> str:
+    """sha256 (16 hex) of the resolved config, minus keys that do not change results.
+
+    Includes the seed: two runs with the same hash are the same run. See :func:`cell_hash`.
+    """
+    blob = json.dumps(result_config(cfg, ignore=ignore), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cell_hash(cfg: dict[str, Any]) -> str:
+    """:func:`config_hash` without the seed: runs sharing it are seeds of one table cell."""
+    return config_hash(cfg, ignore=NOT_RESULTS + ("seed",))
+
+
+def completed_path(results_dir: str | os.PathLike, cfg: dict[str, Any]) -> Path:
+    """Where the index keeps the result of the run ``cfg`` describes (keyed by config hash,
+    which includes the seed): ``<results_dir>/<experiment>/<config_hash>.json``."""
+    experiment = cfg.get("experiment_name") or "default"
+    return Path(results_dir) / experiment / f"{config_hash(cfg)}.json"
+
+
+def read_result(path: str | os.PathLike) -> RunResult:
+    result = RunResult.from_json(json.loads(Path(path).read_text()))
+    result.path = str(path)
+    return result
 
 
 def git_sha(cwd: str | os.PathLike | None = None) -> str:

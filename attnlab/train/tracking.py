@@ -20,9 +20,19 @@ class NullTracker:
     def __init__(self):
         self.logged: list[tuple[int | None, dict[str, Any]]] = []
         self.summary: dict[str, Any] = {}
+        self.tables: dict[str, tuple[list[str], list[list[Any]]]] = {}
+        self.images: dict[str, Any] = {}
 
     def log(self, metrics: dict[str, Any], *, step: int | None = None) -> None:
         self.logged.append((step, dict(metrics)))
+
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+        """A table (e.g. the final test metrics, one row per contender)."""
+        self.tables[key] = (list(columns), [list(r) for r in rows])
+
+    def log_figure(self, key: str, figure) -> None:
+        """A matplotlib figure, logged as an image (closed afterwards)."""
+        self.images[key] = figure
 
     def set_summary(self, values: dict[str, Any]) -> None:
         self.summary.update(values)
@@ -44,19 +54,32 @@ class WandbTracker(NullTracker):
         group: str | None = None,
         tags: list[str] | None = None,
         name: str | None = None,
+        job_type: str | None = None,
     ):
         super().__init__()
         import wandb
 
         self._run = wandb.init(
             project=project, mode=mode, config=config, dir=directory, group=group,
-            tags=tags or [], name=name, reinit="finish_previous",
+            tags=tags or [], name=name, job_type=job_type, reinit="finish_previous",
         )
         log.info("W&B run %s (mode=%s) in %s", self._run.id, mode, directory)
 
     def log(self, metrics, *, step=None):
         super().log(metrics, step=step)
         self._run.log(metrics, step=step)
+
+    def log_table(self, key, columns, rows):
+        super().log_table(key, columns, rows)
+        import wandb
+
+        self._run.log({key: wandb.Table(columns=list(columns), data=[list(r) for r in rows])})
+
+    def log_figure(self, key, figure):
+        super().log_figure(key, figure)
+        import wandb
+
+        self._run.log({key: wandb.Image(figure)})
 
     def set_summary(self, values):
         super().set_summary(values)
@@ -81,4 +104,5 @@ def make_tracker(logger_cfg: dict[str, Any] | None, *, config: dict[str, Any], d
         group=logger_cfg.get("group"),
         tags=list(logger_cfg.get("tags") or []),
         name=logger_cfg.get("run_name"),
+        job_type=logger_cfg.get("job_type"),
     )

@@ -1,0 +1,126 @@
+"""Benchmark tables from the results index (Markdown, LaTeX booktabs, CSV), optionally
+running the experiment's sweep first.
+
+    python experiments/benchmark.py cj_churn --run        # sweep (skips finished runs) + table
+    python experiments/benchmark.py cj_churn cdnow_churn  # tables from what is indexed
+    python experiments/benchmark.py --all --readme README.md --out docs/results   # README + docs
+
+One experiment (``configs/experiment/<name>.yaml``) is one table; its sweep grid lives
+in the config's ``hydra.sweeper.params``. Tables go to ``--out`` as ``<name>.md``,
+``<name>.tex`` and ``<name>.csv``; ``--readme`` replaces the block between
+``<!-- table:<name> -->`` and ``<!-- /table:<name> -->`` in that file; ``--wandb`` logs
+each table as a ``wandb.Table`` (offline unless WANDB_MODE says otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_results_dir() -> Path:
+    return Path(os.environ.get("ATTNLAB_OUTPUTS", "outputs")) / "results"
+
+
+def run_sweep(experiment: str, extra: list[str], log_dir: Path) -> float:
+    """``python experiments/train.py -m experiment=<name>``; returns its wall seconds."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"sweep_{experiment}.log"
+    cmd = [sys.executable, str(ROOT / "experiments" / "train.py"), "-m", f"experiment={experiment}",
+           "progress=false", *extra]
+    print(f"[{experiment}] running {' '.join(cmd[1:])}  (log: {log})", flush=True)
+    t0 = time.perf_counter()
+    with open(log, "a") as f:
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+    wall = time.perf_counter() - t0
+    if rc != 0:
+        raise SystemExit(f"[{experiment}] sweep failed (exit {rc}); see the end of {log}")
+    print(f"[{experiment}] sweep done in {wall / 60:.1f} min", flush=True)
+    return wall
+
+
+def replace_block(text: str, name: str, content: str) -> str:
+    start, end = f"<!-- table:{name} -->", f"<!-- /table:{name} -->"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"README has no block {start} ... {end}; add those two lines where the table goes")
+    return pattern.sub(lambda _: f"{start}\n{content}\n{end}", text)
+
+
+def log_to_wandb(tables, *, project: str = "attnlab") -> None:
+    import wandb
+
+    from attnlab.report.tables import headers, to_csv
+
+    for t in tables:
+        run = wandb.init(project=project, group=t.experiment, job_type="report", name=f"table-{t.experiment}",
+                         tags=[t.experiment, "table"], mode=os.environ.get("WANDB_MODE", "offline"),
+                         reinit="finish_previous")
+        rows = [line.split(",") for line in to_csv(t).strip().splitlines()]
+        run.log({f"table/{t.experiment}": wandb.Table(columns=rows[0], data=rows[1:])})
+        run.summary["columns"] = headers(t)
+        run.finish()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("experiments", nargs="*", help="experiment names (configs/experiment/<name>.yaml)")
+    ap.add_argument("--all", action="store_true", help="every experiment with indexed results")
+    ap.add_argument("--run", action="store_true", help="run each experiment's sweep first (finished runs are skipped)")
+    ap.add_argument("--override", action="append", default=[], help="extra Hydra override for --run (repeatable)")
+    ap.add_argument("--results-dir", type=Path, default=None, help="results index (default: outputs/results)")
+    ap.add_argument("--out", type=Path, default=None, help="write <name>.md/.tex/.csv here")
+    ap.add_argument("--readme", type=Path, default=None, help="replace the table blocks in this Markdown file")
+    ap.add_argument("--wandb", action="store_true", help="log each table to W&B as a wandb.Table")
+    ap.add_argument("--n-boot", type=int, default=2000)
+    args = ap.parse_args(argv)
+
+    from attnlab.report.tables import build_table, load_runs, to_csv, to_latex, to_markdown
+
+    results_dir = args.results_dir or default_results_dir()
+    names = list(args.experiments)
+    if args.all:
+        names += sorted(p.name for p in results_dir.glob("*") if p.is_dir() and p.name not in names)
+    if not names:
+        ap.error("name at least one experiment, or --all")
+
+    tables, walls = [], {}
+    for name in names:
+        if args.run:
+            walls[name] = run_sweep(name, args.override, results_dir.parent / "logs")
+        table = build_table(load_runs(results_dir, name), experiment=name, n_boot=args.n_boot)
+        if name in walls:
+            table.footer.insert(-1, f"This regeneration: sweep wall time {walls[name] / 60:.1f} min "
+                                    "(finished runs skipped).")
+        tables.append(table)
+        md = to_markdown(table)
+        print(md)
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            from attnlab.train.results import atomic_write_text
+
+            atomic_write_text(args.out / f"{name}.md", md)
+            atomic_write_text(args.out / f"{name}.tex", to_latex(table))
+            atomic_write_text(args.out / f"{name}.csv", to_csv(table))
+    if args.readme:
+        from attnlab.train.results import atomic_write_text
+
+        text = args.readme.read_text()
+        for t in tables:
+            text = replace_block(text, t.experiment, to_markdown(t).rstrip())
+        atomic_write_text(args.readme, text)
+        print(f"updated {len(tables)} table(s) in {args.readme}")
+    if args.wandb:
+        log_to_wandb(tables)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""Table aggregation over a hand-built results index: means, std, bold, baselines,
+labels, significance wiring, and the three output formats."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attnlab.report import tables as T
+from attnlab.train import results as res
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cfg(model, seed, **extra):
+    cfg = {"experiment_name": "exp", "seed": seed, "data": {"name": "toy"}, "task": {"name": "next_item"},
+           "model": {"name": model, "d_model": 8}, "trainer": {"lr": 0.001}}
+    for k, v in extra.items():
+        node = cfg
+        *parents, leaf = k.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return cfg
+
+
+def write_run(results_dir, model, seed, model_hits, base_hits, *, pop_hits=None, **extra):
+    """One indexed run: per-example HR@10 for the model, personal_repeat and most_popular."""
+    cfg = _cfg(model, seed, **extra)
+    per = {"model": np.asarray(model_hits, float), "personal_repeat": np.asarray(base_hits, float),
+           "most_popular": np.asarray(pop_hits if pop_hits is not None else np.zeros(len(base_hits)), float)}
+    metrics = {k: {"hr@10": float(v.mean()), "ndcg@10": float(v.mean()) / 2, "mrr@10": 0.1, "hr@20": 0.5,
+                   "wall_s": 1.0, "peak_rss_mb": 1024.0} for k, v in per.items()}
+    metrics["model"]["train_s"] = 10.0 + seed
+    prov = {"experiment": "exp", "model": model, "task": "next_item", "data": "toy", "seed": seed,
+            "monitor": "ndcg@10", "config_hash": res.config_hash(cfg), "cell_hash": res.cell_hash(cfg),
+            "data_fingerprint": "toy-abc", "git_sha": "deadbeef", "versions": {"jax": "0.10.2"},
+            "hardware": {"cpu": "test cpu", "cores": 2, "platform": "cpu"}, "wall_s": 60.0}
+    path = res.completed_path(results_dir, cfg)
+    arrays = {f"{k}/{m}": (v if m == "hr@10" else v / 2) for k, v in per.items() for m in ("hr@10", "ndcg@10")}
+    res.atomic_write_npz(path.with_suffix(".npz"), arrays)
+    res.write_result(res.RunResult(metrics=metrics, valid={}, history=[], provenance=prov,
+                                   config=res.result_config(cfg)), path)
+    return path
+
+
+@pytest.fixture
+def index(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 400
+    for seed in range(3):
+        u = rng.random(n)
+        base = (u < 0.2).astype(float)
+        write_run(tmp_path, "good", seed, (u < 0.3).astype(float), base)  # planted +0.1 HR
+        write_run(tmp_path, "same", seed, (rng.random(n) < 0.2).astype(float), base)  # planted no-difference
+    return tmp_path
+
+
+def test_means_std_and_baseline_dedup(index):
+    table = T.build_table(T.load_runs(index, "exp"), experiment="exp", n_boot=300)
+    labels = [r.label for r in table.rows]
+    assert labels == ["good", "same", "most_popular", "personal_repeat"]  # models first; baselines once each
+    good = table.rows[0]
+    runs = T.load_runs(index, "exp")
+    vals = sorted((r.seed, r.result["metrics"]["model"]["hr@10"]) for r in runs if r.prov["model"] == "good")
+    assert good.seeds == [0, 1, 2]
+    assert good.mean("hr@10") == pytest.approx(np.mean([v for _, v in vals]))
+    assert good.std("hr@10") == pytest.approx(np.std([v for _, v in vals], ddof=1))
+    assert good.mean("train_s") == pytest.approx(11.0)
+    # the baseline row is the same numbers whichever model run it is read from
+    pr = table.rows[3]
+    assert len(pr.values["hr@10"]) == 3
+
+
+def test_significance_against_best_baseline(index):
+    table = T.build_table(T.load_runs(index, "exp"), experiment="exp", n_boot=500)
+    good, same = table.rows[0], table.rows[1]
+    assert good.versus == "personal_repeat" == same.versus  # best baseline by mean primary metric
+    assert good.test.diff > 0 and good.test.ci_low > 0 and good.test.p_bootstrap < 0.01
+    assert same.test.ci_low < 0 < same.test.ci_high and same.test.p_bootstrap > 0.05
+
+
+def test_markdown_latex_csv(index):
+    table = T.build_table(T.load_runs(index, "exp"), experiment="exp", n_boot=200)
+    md = T.to_markdown(table)
+    best = table.best("hr@10", True)
+    assert f"**{best:.4f} ± " in md  # the best mean is bold
+    assert md.count("**0.") >= 1 and "Regenerate: python experiments/benchmark.py exp --run" in md
+    assert "deadbeef" in md and "toy-abc" in md and "test cpu" in md  # footer provenance
+    tex = T.to_latex(table)
+    assert "\\toprule" in tex and "\\bottomrule" in tex and "\\textbf{" in tex and "$\\pm$" in tex
+    assert tex.count("\\midrule") == 2  # under the header, and between models and baselines
+    rows = T.to_csv(table).strip().splitlines()
+    assert rows[0].startswith("experiment,task,contender,kind,seeds,ndcg@10_mean")
+    assert len(rows) == 1 + len(table.rows)
+    assert rows[1].split(",")[2] == "good"
+
+
+def test_cells_that_differ_in_config_get_labels(tmp_path):
+    for seed in range(2):
+        for max_len in (50, 200):
+            write_run(tmp_path, "vanilla", seed, np.ones(10), np.zeros(10), **{"model.max_len": max_len})
+    table = T.build_table(T.load_runs(tmp_path, "exp"), experiment="exp", n_boot=50)
+    labels = [r.label for r in table.rows if r.kind == "model"]
+    assert labels == ["vanilla (model.max_len=200)", "vanilla (model.max_len=50)"]
+
+
+def test_disagreeing_baselines_are_an_error(tmp_path):
+    write_run(tmp_path, "a", 0, np.ones(10), np.zeros(10))
+    write_run(tmp_path, "b", 0, np.ones(10), np.ones(10))  # same seed, same context, other numbers
+    with pytest.raises(ValueError, match="must share the same split"):
+        T.build_table(T.load_runs(tmp_path, "exp"), experiment="exp")
+
+
+def test_missing_results_name_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python experiments/train.py -m experiment=nope"):
+        T.load_runs(tmp_path, "nope")
+
+
+def test_benchmark_cli_writes_formats_and_readme(index, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- table:exp -->\nSTALE-TABLE\n<!-- /table:exp -->\nend\n")
+    out = tmp_path / "tables"
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "benchmark.py"), "exp", "--results-dir",
+                           str(index), "--out", str(out), "--readme", str(readme), "--n-boot", "100"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert {p.name for p in out.iterdir()} == {"exp.md", "exp.tex", "exp.csv"}
+    text = readme.read_text()
+    assert "STALE-TABLE" not in text and text.startswith("intro\n<!-- table:exp -->\n**exp**") and text.endswith("end\n")
+    assert (out / "exp.md").read_text().strip() in text
