@@ -2,6 +2,7 @@
 running the experiment's sweep first.
 
     python experiments/benchmark.py cj_churn --run        # sweep (skips finished runs) + table
+    python experiments/benchmark.py cj_churn --run --fresh   # from scratch (old results moved aside)
     python experiments/benchmark.py cj_churn cdnow_churn  # tables from what is indexed
     python experiments/benchmark.py --all --readme README.md --out docs/results   # README + docs
 
@@ -46,6 +47,20 @@ def run_sweep(experiment: str, extra: list[str], log_dir: Path) -> float:
     return wall
 
 
+def move_aside(results_dir: Path, experiment: str) -> None:
+    """``--fresh``: move the experiment's index entries and multirun directory (with its
+    checkpoints, which a relaunch would resume from) to ``<root>/previous/<time>/``;
+    nothing is deleted."""
+    root = results_dir.parent
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for src in (results_dir / experiment, root / "multirun" / experiment):
+        if src.exists():
+            dst = root / "previous" / stamp / src.parent.name / experiment
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            src.rename(dst)
+            print(f"[{experiment}] moved {src} -> {dst}")
+
+
 def replace_block(text: str, name: str, content: str) -> str:
     start, end = f"<!-- table:{name} -->", f"<!-- /table:{name} -->"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
@@ -74,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("experiments", nargs="*", help="experiment names (configs/experiment/<name>.yaml)")
     ap.add_argument("--all", action="store_true", help="every experiment with indexed results")
     ap.add_argument("--run", action="store_true", help="run each experiment's sweep first (finished runs are skipped)")
+    ap.add_argument("--fresh", action="store_true", help="with --run: move earlier results aside and re-run everything")
     ap.add_argument("--override", action="append", default=[], help="extra Hydra override for --run (repeatable)")
     ap.add_argument("--results-dir", type=Path, default=None, help="results index (default: outputs/results)")
     ap.add_argument("--out", type=Path, default=None, help="write <name>.md/.tex/.csv here")
@@ -93,12 +109,14 @@ def main(argv: list[str] | None = None) -> int:
 
     tables, walls = [], {}
     for name in names:
+        if args.run and args.fresh:
+            move_aside(results_dir, name)
         if args.run:
             walls[name] = run_sweep(name, args.override, results_dir.parent / "logs")
         table = build_table(load_runs(results_dir, name), experiment=name, n_boot=args.n_boot)
         if name in walls:
-            table.footer.insert(-1, f"This regeneration: sweep wall time {walls[name] / 60:.1f} min "
-                                    "(finished runs skipped).")
+            how = "from scratch" if args.fresh else "finished runs skipped"
+            table.footer.insert(-1, f"This regeneration: sweep wall time {walls[name] / 60:.1f} min ({how}).")
         tables.append(table)
         md = to_markdown(table)
         print(md)

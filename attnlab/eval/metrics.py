@@ -217,20 +217,21 @@ def _check_binary(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney; ties count 1/2). NaN if one class."""
     y, s = _check_binary(y, score)
-    n_pos = y.sum()
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(s, kind="stable")
-    s_sorted = s[order]
-    new = np.ones(len(s), dtype=bool)
-    new[1:] = s_sorted[1:] != s_sorted[:-1]
-    starts = np.flatnonzero(new)
-    ends = np.concatenate([starts[1:], [len(s)]])
-    mid = (starts + ends + 1) / 2.0  # average 1-based rank of each tie group
-    ranks = np.empty(len(s))
-    ranks[order] = np.repeat(mid, ends - starts)
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_rows(y[None], s[None])[0])
+
+
+def roc_auc_rows(y: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """:func:`roc_auc` of every row of ``y``/``score`` ``[r, n]`` at once (bootstrap
+    replicates, groups); NaN for a row with one class. Inputs are not re-validated."""
+    from scipy.stats import rankdata
+
+    y = np.atleast_2d(np.asarray(y)) > 0.5
+    ranks = rankdata(np.atleast_2d(np.asarray(score, np.float64)), axis=1)  # average rank of ties, 1-based
+    n_pos = y.sum(1)
+    n_neg = y.shape[1] - n_pos
+    u = (ranks * y).sum(1) - n_pos * (n_pos + 1) / 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
 
 
 def average_precision(y: np.ndarray, score: np.ndarray) -> float:

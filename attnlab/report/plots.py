@@ -1,4 +1,4 @@
-"""Plots a researcher would rather look at than read (matplotlib, Agg-safe)."""
+"""Plots a researcher would rather look at than read (matplotlib Figures, no pyplot state)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ from typing import Any
 
 def learning_curves(history: list[dict[str, Any]], *, monitor: str, title: str = ""):
     """Training loss and the validation monitor per epoch (two panels); returns the Figure."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     epochs = [h["epoch"] for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3), constrained_layout=True)
+    fig = Figure(figsize=(8, 3), layout="constrained")  # no pyplot: never touches a notebook's backend
+    a, b = fig.subplots(1, 2)
     a.plot(epochs, [h["train_loss"] for h in history], marker="o")
     a.set(xlabel="epoch", ylabel="train loss", title="training loss")
     b.plot(epochs, [h.get(f"valid/{monitor}", float("nan")) for h in history], marker="o", color="C1")

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from attnlab.eval.metrics import roc_auc_rows
+
 Statistic = Callable[[np.ndarray, np.ndarray], float]
 
 
@@ -29,21 +31,8 @@ def mean_stat(values: np.ndarray, labels: np.ndarray | None = None) -> float:
 
 
 def auc_stat(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC with ties counted half (Mann-Whitney U / (n_pos * n_neg)); NaN if one class."""
-    scores = np.asarray(scores, np.float64)
-    labels = np.asarray(labels) > 0.5
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), np.float64)
-    sorted_scores = scores[order]
-    # average ranks of ties
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1]
-    ends = np.r_[starts[1:], len(scores)]
-    avg = (starts + ends + 1) / 2.0
-    ranks[order] = np.repeat(avg, ends - starts)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    """ROC AUC with ties counted half (:func:`attnlab.eval.metrics.roc_auc`); NaN if one class."""
+    return float(roc_auc_rows(labels, scores)[0])
 
 
 @dataclasses.dataclass(frozen=True)

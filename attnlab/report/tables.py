@@ -286,7 +286,7 @@ def footer_lines(runs: Sequence[Run], experiment: str, *, n_boot: int = 2000) ->
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v != "not installed"),
         f"git: {uniq(r.prov.get('git_sha', '?') for r in runs)}; data fingerprint: "
         f"{uniq(r.prov.get('data_fingerprint', '?') for r in runs)}",
-        f"Regenerate: python experiments/benchmark.py {experiment} --run",
+        f"Regenerate from scratch: python experiments/benchmark.py {experiment} --run --fresh",
     ]
 
 

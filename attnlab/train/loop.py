@@ -63,15 +63,29 @@ def log_run_artifacts(tracker, result: res.RunResult, *, task_monitor: str) -> N
     tracker.log_table("test/metrics", ["contender", *cols],
                       [[n, *[result.metrics[n].get(k) for k in cols]] for n in names])
     if result.history:
-        import matplotlib.pyplot as plt
-
         from attnlab.report.plots import learning_curves
 
         p = result.provenance
         fig = learning_curves(result.history, monitor=task_monitor,
                               title=f"{p['model']} on {p['data']}/{p['task']}, seed {p['seed']}")
         tracker.log_figure("plots/learning_curves", fig)
-        plt.close(fig)
+
+
+def log_attention_heatmap(tracker, model, store, examples, *, task: str, row: int = 0) -> None:
+    """The attention heatmap of one test customer (recomputed through the reference op),
+    as the image ``plots/attention``; families without softmax weights log nothing."""
+    from attnlab.explain import NoAttentionWeightsError, TimeReference, explain_example, plot_attention_heatmap
+
+    if len(examples) == 0:
+        return
+    ref = TimeReference.CUTOFF if task == "churn" else TimeReference.LATEST_EVENT
+    try:
+        explanation = explain_example(model, store, examples, row, time_reference=ref)
+    except NoAttentionWeightsError as e:
+        log.info("no attention heatmap: %s", e)
+        return
+    fig = plot_attention_heatmap(explanation)
+    tracker.log_figure("plots/attention", fig)
 
 
 def _peak_rss_mb() -> float:
@@ -255,6 +269,8 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
     res.atomic_write_npz(index_path.with_suffix(".npz"), arrays)
     res.write_result(dataclasses.replace(result), index_path)
     log_run_artifacts(tracker, result, task_monitor=monitor)
+    if getattr(tracker, "wants_media", False):
+        log_attention_heatmap(tracker, model, store, split.test, task=task.name)
     tracker.set_summary({f"test/{m}/{k}": v for m, d in metrics.items() for k, v in d.items()})
     tracker.finish()
     return result

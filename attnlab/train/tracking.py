@@ -44,6 +44,8 @@ class NullTracker:
 class WandbTracker(NullTracker):
     """One W&B run per job: resolved config, git SHA and data fingerprint attached."""
 
+    wants_media = True  # worth computing images (attention heatmaps) for
+
     def __init__(
         self,
         *,

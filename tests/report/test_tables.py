@@ -49,6 +49,7 @@ def write_run(results_dir, model, seed, model_hits, base_hits, *, pop_hits=None,
 
 @pytest.fixture
 def index(tmp_path):
+    tmp_path = tmp_path / "results"
     rng = np.random.default_rng(0)
     n = 400
     for seed in range(3):
@@ -88,7 +89,7 @@ def test_markdown_latex_csv(index):
     md = T.to_markdown(table)
     best = table.best("hr@10", True)
     assert f"**{best:.4f} ± " in md  # the best mean is bold
-    assert md.count("**0.") >= 1 and "Regenerate: python experiments/benchmark.py exp --run" in md
+    assert md.count("**0.") >= 1 and "Regenerate from scratch: python experiments/benchmark.py exp --run --fresh" in md
     assert "deadbeef" in md and "toy-abc" in md and "test cpu" in md  # footer provenance
     tex = T.to_latex(table)
     assert "\\toprule" in tex and "\\bottomrule" in tex and "\\textbf{" in tex and "$\\pm$" in tex
@@ -132,3 +133,17 @@ def test_benchmark_cli_writes_formats_and_readme(index, tmp_path):
     text = readme.read_text()
     assert "STALE-TABLE" not in text and text.startswith("intro\n<!-- table:exp -->\n**exp**") and text.endswith("end\n")
     assert (out / "exp.md").read_text().strip() in text
+
+
+def test_fresh_moves_results_and_checkpoints_aside(index, tmp_path):
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import benchmark
+
+    multirun = index.parent / "multirun" / "exp" / "model=a,seed=0" / "checkpoints"
+    multirun.mkdir(parents=True)
+    n_before = len(list((index / "exp").glob("*.json")))
+    benchmark.move_aside(index, "exp")
+    assert not (index / "exp").exists() and not (index.parent / "multirun" / "exp").exists()
+    (stamp,) = (index.parent / "previous").iterdir()
+    assert len(list((stamp / index.name / "exp").glob("*.json"))) == n_before  # nothing deleted
+    assert (stamp / "multirun" / "exp" / "model=a,seed=0" / "checkpoints").is_dir()

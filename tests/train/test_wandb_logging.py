@@ -37,6 +37,8 @@ def test_offline_wandb_run_holds_config_curves_table_and_images(tmp_path, monkey
     assert table["test/metrics/_type"] == "table-file" and table["test/metrics/nrows"] == len(result.metrics)
     (image,) = [h for h in L["history"] if "plots/learning_curves/_type" in h]
     assert image["plots/learning_curves/_type"] == "image-file"
+    (heat,) = [h for h in L["history"] if "plots/attention/_type" in h]  # vanilla has softmax weights
+    assert heat["plots/attention/_type"] == "image-file"
     assert L["summary"]["test/model/ndcg@10"] == result.metrics["model"]["ndcg@10"]
     assert L["summary"]["test/personal_repeat/hr@10"] == result.metrics["personal_repeat"]["hr@10"]
 
