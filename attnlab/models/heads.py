@@ -1,7 +1,10 @@
 """Task heads on top of the encoder's hidden states.
 
-* next_item: full-catalogue logits, tied to the item embedding (softmax CE).
-* next_basket: the same catalogue logits, trained multi-label.
+* next_item: full-catalogue logits, tied to the item embedding (softmax CE), or, for
+  training only, a sampled-softmax estimate of the same loss
+  (:func:`sampled_softmax_log_prob`).
+* next_basket: the same catalogue logits, trained like next_item (one target item of
+  the next basket per position).
 * churn: a logistic output from the state at the cutoff (last valid position).
 """
 
@@ -30,12 +33,65 @@ class CatalogueHead(nnx.Module):
         logits = h @ item_embedding.T + self.bias[...]
         return logits.at[..., 0].set(-1e9)  # index 0 is "no item", never a prediction
 
+    def target_logits(self, h: jax.Array, item_embedding: jax.Array, items: jax.Array) -> jax.Array:
+        """One score per position: ``h [..., d]``, ``items int[...]`` -> ``[...]``.
+
+        Equal to ``self(h, E)[..., items]`` without building the catalogue axis.
+        """
+        s = jnp.sum(h * item_embedding[items], axis=-1) + self.bias[...][items]
+        return jnp.where(items > 0, s, -1e9)
+
+    def shared_logits(self, h: jax.Array, item_embedding: jax.Array, items: jax.Array) -> jax.Array:
+        """Scores of a shared candidate set: ``h [..., d]``, ``items int[N]`` -> ``[..., N]``."""
+        s = h @ item_embedding[items].T + self.bias[...][items]
+        return jnp.where(items > 0, s, -1e9)
+
 
 def next_item_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """Mean softmax CE over positions with a target (> 0). logits ``[b, l, V+1]``."""
     mask = targets > 0
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     return jnp.sum(jnp.where(mask, ce, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+
+
+def sampled_softmax_log_prob(
+    target_logit: jax.Array,
+    negative_logits: jax.Array,
+    negative_log_count: jax.Array,
+    accidental_hit: jax.Array,
+) -> jax.Array:
+    """Sampled-softmax estimate of ``log softmax(logits)[target]`` (training only).
+
+    With ``N`` negatives ``n_1..n_N`` drawn *with replacement* from a proposal ``q``
+    (shared by every position of a batch), importance sampling gives an unbiased
+    estimate of the partition function without the target:
+
+    ``sum_{j != t} exp(s_j)  ~=  sum_k [n_k != t] exp(s_{n_k} - log(N q(n_k)))``
+
+    so ``log p(t) ~= s_t - log(exp(s_t) + sum_k [n_k != t] exp(s_{n_k} - log(N q(n_k))))``.
+    Subtracting ``log(N q)`` is the logQ correction (Bengio & Senecal 2008; Jean et
+    al. 2015; Yi et al. 2019 for recommendation); masking ``n_k == t`` ("accidental
+    hits") keeps the target from being counted as its own negative, which is exactly
+    what makes the estimate unbiased for the sum over ``j != t``. The log of an
+    unbiased sum is biased low by Jensen's inequality (consistent as ``N`` grows).
+    The estimate is always ``<= 0`` because the target's own term is exact.
+
+    With the whole catalogue as negatives, each once, and ``log(N q) = 0`` (uniform
+    ``q = 1/N``, ``N = n_items``), this equals the full-softmax log-probability.
+
+    Args:
+      target_logit: ``[...]`` score of each position's target.
+      negative_logits: ``[..., N]`` scores of the shared negatives at each position.
+      negative_log_count: ``[N]`` ``log(N q(n_k))``, the log expected count of each
+        negative among the ``N`` draws.
+      accidental_hit: ``bool[..., N]``, ``n_k == target``.
+
+    Returns:
+      ``[...]`` estimated log-probabilities.
+    """
+    corrected = jnp.where(accidental_hit, -1e30, negative_logits - negative_log_count)
+    both = jnp.concatenate([target_logit[..., None], corrected], axis=-1)
+    return target_logit - jax.nn.logsumexp(both, axis=-1)
 
 
 class ChurnHead(nnx.Module):

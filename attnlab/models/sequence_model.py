@@ -20,6 +20,7 @@ from attnlab.models.encoder import EncoderMode, EventEncoder
 
 from attnlab.models.heads import (
     CatalogueHead, ChurnHead, CopyHead, gather_positions, last_state, mixture_log_prob,
+    sampled_softmax_log_prob,
 )
 
 
@@ -100,18 +101,41 @@ class SequenceModel(nnx.Module):
         """``[..., d] -> [..., n_items + 1]`` full-catalogue scores (index 0 masked)."""
         return self.catalogue(h, self.encoder.item.embedding[...])
 
-    def target_log_prob(self, h, inputs, index, targets) -> jax.Array:
+    def target_log_prob(self, h, inputs, index, targets, *, negatives=None) -> jax.Array:
         """``log P(targets[b, p] | history up to position index[b, p])`` -> ``[b, P]``.
 
         Args:
           h: hidden states ``[b, L, d]``.
           inputs: the batch (``item``, ``lengths`` used by the copy head).
           index: ``int32[b, P]`` positions; targets: ``int32[b, P]`` items.
+          negatives: None (default) for the exact full-catalogue softmax, or
+            ``(items int32[N], log_count float32[N])``: negatives shared by the whole
+            batch, drawn with replacement from a proposal ``q``, with
+            ``log_count = log(N q(item))``. The catalogue softmax is then replaced by
+            its sampled estimate (:func:`attnlab.models.heads.sampled_softmax_log_prob`):
+            O(N) instead of O(n_items) per position. Training only; scoring
+            (:meth:`next_item_scores`) always uses the full catalogue.
+
+        Copy head with negatives: only the catalogue (generator) part is sampled; the
+        pointer over the history and the repeat gate stay exact. The pointer costs
+        O(history length) per position, not O(n_items), so sampling it would save
+        nothing, and it carries the repeat signal the head exists for, which an
+        estimate would blur. The mixture ``log(g * copy + (1 - g) * p_gen)`` uses the
+        sampled ``p_gen``; it stays a valid probability because the sampled
+        generator log-probability is always <= 0.
         """
         hq = gather_positions(h, index)
-        logits = self.catalogue_logits(hq)
-        gen = jax.nn.log_softmax(logits, axis=-1)
-        gen_t = jnp.take_along_axis(gen, targets[..., None], axis=-1)[..., 0]
+        if negatives is None:
+            logits = self.catalogue_logits(hq)
+            gen = jax.nn.log_softmax(logits, axis=-1)
+            gen_t = jnp.take_along_axis(gen, targets[..., None], axis=-1)[..., 0]
+        else:
+            neg_items, neg_log_count = negatives
+            emb = self.encoder.item.embedding[...]
+            s_t = self.catalogue.target_logits(hq, emb, targets)
+            s_n = self.catalogue.shared_logits(hq, emb, neg_items)
+            hit = neg_items[None, None, :] == targets[..., None]
+            gen_t = sampled_softmax_log_prob(s_t, s_n, neg_log_count, hit)
         if self.copy is None:
             return gen_t
         w, log_g, log_1mg = self.copy.pointer(hq, h, index, inputs["lengths"], inputs["item"])

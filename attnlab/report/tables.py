@@ -143,6 +143,8 @@ def _varying(flat_cfgs: list[dict[str, Any]], *, skip_prefixes: tuple[str, ...])
     for k in keys:
         if k == "seed" or k.startswith(skip_prefixes):
             continue
+        if all(c.get(k) == c.get("seed") for c in flat_cfgs):
+            continue  # derived from the seed (e.g. data.options.seed: ${seed}): not a cell
         if len({repr(c.get(k)) for c in flat_cfgs}) > 1:
             out.append(k)
     return out
@@ -160,7 +162,7 @@ def build_table(runs: Sequence[Run], *, experiment: str, n_boot: int = 2000) -> 
     if len(tasks) != 1:
         raise ValueError(f"experiment {experiment!r} mixes tasks {sorted(tasks)}; one table holds one task")
     task = tasks.pop()
-    columns = TASK_COLUMNS.get(task) or [(task_monitor(runs), True)]
+    columns = table_columns(runs, task)
     primary = columns[0][0]
 
     flats = {id(r): _flatten(r.result["config"]) for r in runs}
@@ -169,9 +171,12 @@ def build_table(runs: Sequence[Run], *, experiment: str, n_boot: int = 2000) -> 
     ctx_of = {id(r): _label("", flats[id(r)], ctx_keys).strip() for r in runs}
 
     # -- model cells -----------------------------------------------------------------
+    # a cell = every config value but the seed and values derived from it (data.options.seed: ${seed})
+    seed_keys = {k for k in set().union(*flats.values()) if all(f.get(k) == f.get("seed") for f in flats.values())}
     cells: dict[str, list[Run]] = defaultdict(list)
     for r in runs:
-        cells[r.prov["cell_hash"]].append(r)
+        cells[json.dumps({k: v for k, v in flats[id(r)].items() if k not in seed_keys}, sort_keys=True,
+                         default=str)].append(r)
     by_model: dict[str, list[str]] = defaultdict(list)
     for h, rs in cells.items():
         by_model[rs[0].prov["model"]].append(h)
@@ -227,6 +232,15 @@ def build_table(runs: Sequence[Run], *, experiment: str, n_boot: int = 2000) -> 
 def _baseline_metric(m: dict[str, float], key: str):
     # a baseline's "training" cost is its fit time (older results have none)
     return m.get("fit_s") if key == "train_s" else m.get(key)
+
+
+def table_columns(runs: Sequence[Run], task: str) -> list[tuple[str, bool]]:
+    """The experiment's ``report.columns`` (``[metric, ...]``, higher is better unless
+    the name is a loss; the first is primary), else the task's :data:`TASK_COLUMNS`."""
+    custom = (runs[0].result["config"].get("report") or {}).get("columns")
+    if custom:
+        return [(str(m), not any(w in str(m) for w in ("loss", "brier"))) for m in custom]
+    return TASK_COLUMNS.get(task) or [(task_monitor(runs), True)]
 
 
 def task_monitor(runs: Sequence[Run]) -> str:

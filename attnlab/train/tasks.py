@@ -62,7 +62,9 @@ def _require_items(store: SequenceStore, task: str) -> None:
         source = store.meta.get("source", "this dataset")
         raise ValueError(
             f"task={task} ranks items, but data={source} has no item ids (e.g. CDNOW records "
-            "only order counts and dollars). Use task=churn with this data, or a dataset with items."
+            "only order counts and dollars). Use task=churn with this data (e.g. "
+            "experiment=cdnow_churn), or a dataset with items (data=complete_journey, "
+            "data=synthetic, or data=tabular with an item column)."
         )
 
 
@@ -85,6 +87,80 @@ def sample_target_positions(targets: np.ndarray, n: int, rng: np.random.Generato
     return index.astype(np.int32), item.astype(np.int32)
 
 
+PROPOSALS = ("uniform", "log_uniform", "popularity")
+
+
+class NegativeSampler:
+    """Shared negatives for the sampled-softmax training loss (next_item / next_basket).
+
+    Draws ``n`` items *with replacement* from a proposal ``q`` over ``1..n_items``
+    and returns them with ``log(n q(item))`` (their log expected count), which the
+    loss subtracts from their logits (logQ correction, see
+    :func:`attnlab.models.heads.sampled_softmax_log_prob`). Proposals, all positive on
+    every item so the estimate stays unbiased:
+
+    * ``uniform``: ``q = 1 / n_items``.
+    * ``log_uniform``: Zipf-like over the popularity rank ``r = 0, 1, ...`` of the
+      training targets, ``q = log((r + 2) / (r + 1)) / log(n_items + 1)`` (the
+      log-uniform candidate sampler familiar from TensorFlow's sampled softmax, applied
+      to popularity ranks because item ids here are not sorted by frequency).
+    * ``popularity``: ``q ∝ (count + 1) ** alpha`` over the training targets
+      (``alpha = 0.75``: word2vec's flattened unigram; add-one keeps unseen items).
+
+    Args:
+      counts: ``int[n_items + 1]`` training-target count per item (index 0 ignored).
+      proposal: one of :data:`PROPOSALS`.
+      alpha: popularity exponent (``popularity`` only).
+    """
+
+    def __init__(self, counts: np.ndarray, *, proposal: str = "popularity", alpha: float = 0.75):
+        counts = np.asarray(counts, dtype=np.float64)[1:]
+        n = len(counts)
+        if n == 0:
+            raise ValueError("sampled softmax needs a catalogue with at least one item.")
+        if proposal == "uniform":
+            q = np.full(n, 1.0 / n)
+        elif proposal == "log_uniform":
+            rank = np.empty(n, dtype=np.int64)
+            rank[np.argsort(-counts, kind="stable")] = np.arange(n)
+            q = np.log((rank + 2.0) / (rank + 1.0)) / np.log(n + 1.0)
+        elif proposal == "popularity":
+            w = (counts + 1.0) ** float(alpha)
+            q = w / w.sum()
+        else:
+            raise ValueError(f"task.sampled_softmax.proposal={proposal!r} is not one of {list(PROPOSALS)}.")
+        self.proposal = proposal
+        self.log_q = np.concatenate([[-np.inf], np.log(q)])  # index 0: never drawn
+        self._cdf = np.cumsum(q)
+        self._cdf[-1] = 1.0
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(items int32[n], log_count float32[n])`` with ``log_count = log(n q(item))``."""
+        idx = np.searchsorted(self._cdf, rng.random(n), side="right")
+        items = np.minimum(idx, len(self._cdf) - 1) + 1
+        return items.astype(np.int32), (np.log(n) + self.log_q[items]).astype(np.float32)
+
+
+def sampled_softmax_options(cfg: dict[str, Any]) -> tuple[int, str, float]:
+    """``(negatives, proposal, alpha)`` from ``task.sampled_softmax`` (0 = full softmax)."""
+    opts = dict(cfg.get("sampled_softmax") or {})
+    unknown = set(opts) - {"negatives", "proposal", "alpha"}
+    if unknown:
+        raise ValueError(f"unknown task.sampled_softmax option(s) {sorted(unknown)}; "
+                         "known: negatives, proposal, alpha.")
+    negatives = opts.get("negatives") or 0
+    if isinstance(negatives, bool) or not isinstance(negatives, (int, np.integer)) or negatives < 0:
+        raise ValueError(f"task.sampled_softmax.negatives must be an integer >= 0 (0 = full softmax), "
+                         f"got {negatives!r}.")
+    proposal = str(opts.get("proposal") or "popularity")
+    if proposal not in PROPOSALS:
+        raise ValueError(f"task.sampled_softmax.proposal={proposal!r} is not one of {list(PROPOSALS)}.")
+    alpha = 0.75 if opts.get("alpha") is None else float(opts["alpha"])
+    if not alpha >= 0.0:
+        raise ValueError(f"task.sampled_softmax.alpha must be >= 0, got {alpha!r}.")
+    return int(negatives), proposal, alpha
+
+
 class NextItemTask:
     """Next item after the history (leave-last-basket-out, full-catalogue ranking).
 
@@ -92,6 +168,12 @@ class NextItemTask:
     basket) cut into non-overlapping ``max_len`` windows from the most recent backwards,
     at most ``windows_per_customer`` per customer; every position's target is an item of
     the next purchase basket (:func:`attnlab.data.batching.next_basket_targets`).
+
+    Loss: full-catalogue softmax by default; with ``sampled_softmax.negatives: N > 0``
+    a sampled softmax over ``N`` negatives per batch (:class:`NegativeSampler`, proposal
+    fitted on the training targets only). Evaluation always ranks the full catalogue.
+
+    After :meth:`baselines`, ``baseline_fit_s`` maps each baseline to its fit seconds.
     """
 
     name = "next_item"
@@ -100,6 +182,9 @@ class NextItemTask:
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
         self.ks = tuple(cfg.get("ks", (10, 20)))
+        self.negatives, self.proposal, self.alpha = sampled_softmax_options(cfg)
+        self.sampler: NegativeSampler | None = None
+        self.baseline_fit_s: dict[str, float] = {}
 
     # -- protocol ---------------------------------------------------------------
     def split(self, store: SequenceStore, *, seed: int) -> Split:
@@ -108,7 +193,8 @@ class NextItemTask:
 
     def baselines(self, store: SequenceStore, split: Split) -> dict[str, ScoreFn]:
         names = self.cfg.get("baselines") or ("most_popular", "personal_repeat")
-        return ranking_baselines(names, store, split)
+        self.baseline_fit_s = {}
+        return ranking_baselines(names, store, split, fit_seconds=self.baseline_fit_s)
 
     def evaluate(self, score_fn: ScoreFn, store: SequenceStore, examples: Examples, *, progress: bool):
         return evaluation.evaluate_next_item(score_fn, store, examples, ks=self.ks, progress=progress)
@@ -116,6 +202,11 @@ class NextItemTask:
     # -- training data ----------------------------------------------------------
     def prepare(self, store: SequenceStore, split: Split) -> None:
         self._targets = next_basket_targets(store, split.train_end)
+        self.sampler = None
+        if self.negatives:
+            hits = self._targets[self._targets > 0]
+            self.sampler = NegativeSampler(np.bincount(hits, minlength=store.n_items + 1),
+                                           proposal=self.proposal, alpha=self.alpha)
 
     def train_windows(self, store: SequenceStore, split: Split, *, max_len: int) -> tuple[np.ndarray, np.ndarray]:
         """``(customers, ends)`` of every training window (deterministic)."""
@@ -132,15 +223,20 @@ class NextItemTask:
     def train_batches(
         self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int, epoch: int, seed: int
     ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-        """Yields ``(inputs, targets)``; targets hold ``index``/``item`` ``int32[batch, P]``.
+        """Yields ``(inputs, targets)``; targets hold ``index``/``item`` ``int32[batch, P]``
+        and, with sampled softmax, the batch's shared negatives ``neg_item int32[N]``
+        and ``neg_log_count float32[N]`` (``log(N q)``).
 
         The full-catalogue softmax is the expensive part (``n_items`` logits per
         position), so each window contributes ``loss_positions`` seeded-random positions
         that have a target (all of them if fewer): an unbiased estimate of the mean
-        per-position loss, at a fraction of the cost. 0 = every position.
+        per-position loss, at a fraction of the cost. 0 = every position. Negatives come
+        from their own ``(seed, epoch)`` generator, so a resumed run draws the same ones
+        and turning sampled softmax on leaves the order and positions unchanged.
         """
         cust, ends = self.train_windows(store, split, max_len=max_len)
         rng = np.random.default_rng([seed, epoch])
+        neg_rng = np.random.default_rng([seed, epoch, 1])
         order = rng.permutation(len(cust))
         n_pos = int(self.cfg.get("loss_positions", 0)) or max_len
         for i in range(0, len(order), batch_size):
@@ -149,12 +245,18 @@ class NextItemTask:
                                max_len=max_len, targets=self._targets)
             index, item = sample_target_positions(batch.targets, n_pos, rng)
             inputs = _pad_rows(batch.model_inputs(), batch_size)
-            yield inputs, _pad_rows({"index": index, "item": item}, batch_size)
+            targets = _pad_rows({"index": index, "item": item}, batch_size)
+            if self.sampler is not None:
+                targets["neg_item"], targets["neg_log_count"] = self.sampler.draw(neg_rng, self.negatives)
+            yield inputs, targets
 
     @staticmethod
     def loss(model, inputs, targets, rngs):
+        """Mean ``-log P(target)`` over positions with a target; sampled softmax when
+        ``targets`` carries negatives (``neg_item``, ``neg_log_count``)."""
         h = model.hidden(inputs, rngs=rngs)
-        logp = model.target_log_prob(h, inputs, targets["index"], targets["item"])
+        negatives = (targets["neg_item"], targets["neg_log_count"]) if "neg_item" in targets else None
+        logp = model.target_log_prob(h, inputs, targets["index"], targets["item"], negatives=negatives)
         mask = targets["item"] > 0
         return -jnp.sum(jnp.where(mask, logp, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
@@ -194,6 +296,8 @@ class ChurnTask:
 
     Trains on ``split.train`` examples only (inputs and labels before the validation
     cut-off in temporal mode; disjoint customers in holdout mode).
+
+    After :meth:`baselines`, ``baseline_fit_s`` maps each baseline to its fit seconds.
     """
 
     name = "churn"
@@ -201,6 +305,7 @@ class ChurnTask:
 
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
+        self.baseline_fit_s: dict[str, float] = {}
 
     def split(self, store: SequenceStore, *, seed: int) -> Split:
         return protocols.churn_split(
@@ -211,7 +316,9 @@ class ChurnTask:
     def baselines(self, store: SequenceStore, split: Split) -> dict[str, ScoreFn]:
         names = self.cfg.get("baselines") or ("recency_frequency",)
         horizon_days = protocols.to_duration_seconds(self.cfg.get("horizon", "8W")) / 86400.0
-        return churn_baselines(names, store, split, horizon_days=horizon_days)
+        self.baseline_fit_s = {}
+        return churn_baselines(names, store, split, horizon_days=horizon_days,
+                               fit_seconds=self.baseline_fit_s)
 
     def evaluate(self, prob_fn, store: SequenceStore, examples: Examples, *, progress: bool):
         return evaluation.evaluate_churn(prob_fn, store, examples)

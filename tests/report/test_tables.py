@@ -109,6 +109,16 @@ def test_cells_that_differ_in_config_get_labels(tmp_path):
     assert labels == ["vanilla (model.max_len=200)", "vanilla (model.max_len=50)"]
 
 
+def test_seed_derived_options_and_custom_columns(tmp_path):
+    for seed in range(3):
+        write_run(tmp_path, "vanilla", seed, np.ones(10) * (seed % 2), np.zeros(10),
+                  **{"data.options.seed": seed, "report.columns": ["hr@10", "ndcg@10"]})
+    table = T.build_table(T.load_runs(tmp_path, "exp"), experiment="exp", n_boot=50)
+    assert [r.label for r in table.rows] == ["vanilla", "most_popular", "personal_repeat"]  # one cell, not 3
+    assert table.rows[0].seeds == [0, 1, 2]
+    assert table.primary == "hr@10" and [c for c, _ in table.columns] == ["hr@10", "ndcg@10"]
+
+
 def test_disagreeing_baselines_are_an_error(tmp_path):
     write_run(tmp_path, "a", 0, np.ones(10), np.zeros(10))
     write_run(tmp_path, "b", 0, np.ones(10), np.ones(10))  # same seed, same context, other numbers
