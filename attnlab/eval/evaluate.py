@@ -6,6 +6,14 @@ history ``store[offsets[customer[i]]:end[i]]`` only. The evaluator overwrites co
 0 ("no item") with ``-inf`` and ranks the target(s) against EVERY item (no sampled
 negatives), ``batch_size`` examples at a time so memory stays at
 ``batch_size x (n_items + 1)`` scores.
+
+Planted long-range pairs. When the store carries known (trigger, target) item pairs
+(the synthetic simulator writes them to ``meta["source_meta"]["trigger_pairs"]``, in
+source item ids), :func:`evaluate_next_item` also reports the metrics restricted to the
+test examples whose target is a planted target item (``planted/...``), and whether the
+matching trigger is visible in the example's history window: the ``max_len`` most
+recent visible events (the model's window), or the whole visible history when
+``max_len`` is None. Stores without pairs get exactly the plain metrics.
 """
 
 from __future__ import annotations
@@ -65,7 +73,7 @@ def _checked_scores(score_fn: ScoreFn, store: SequenceStore, chunk: Examples) ->
 
 def evaluate_next_item(score_fn: ScoreFn, store: SequenceStore, examples: Examples, *,
                        ks: Sequence[int] = (10, 20), batch_size: int = 256,
-                       progress: bool = True) -> EvalResult:
+                       progress: bool = True, max_len: int | None = None) -> EvalResult:
     """Full-catalogue next-item evaluation (pessimistic ties, no sampled negatives).
 
     Args:
@@ -75,10 +83,13 @@ def evaluate_next_item(score_fn: ScoreFn, store: SequenceStore, examples: Exampl
       ks: cut-offs for HR/NDCG/MRR.
       batch_size: examples scored per call.
       progress: show a tqdm bar.
+      max_len: the scorer's history window (most recent events it reads), used only to
+        decide whether a planted trigger is visible; None = the whole visible history.
 
     Returns:
       :class:`EvalResult` with ``hr@k``, ``ndcg@k``, ``mrr@k``, ``mrr`` and per-example
-      ``rank`` (1-based, over all ``n_items`` items).
+      ``rank`` (1-based, over all ``n_items`` items). With planted pairs in the store
+      (see the module docstring) also :func:`planted_metrics`.
     """
     if examples.target_items is None:
         raise ValueError("next-item evaluation needs Examples with target_items")
@@ -96,7 +107,133 @@ def evaluate_next_item(score_fn: ScoreFn, store: SequenceStore, examples: Exampl
     per["rank"] = ranks.astype(np.float64)
     metrics = {k: v for k, v in M.nan_means(per).items() if k != "rank"}
     metrics["n"] = float(len(examples))
+    pairs = planted_pairs(store)
+    if len(pairs):
+        p_metrics, p_per = planted_metrics(store, examples, ranks, pairs=pairs, ks=ks, max_len=max_len)
+        metrics.update(p_metrics)
+        per.update(p_per)
     return EvalResult(metrics=metrics, per_example=per, n=len(examples))
+
+
+# ------------------------------------------------------------- planted long-range pairs
+
+
+def planted_pairs(store: SequenceStore) -> np.ndarray:
+    """``int64[P, 2]`` planted (trigger, target) pairs as vocabulary indices.
+
+    Read from ``store.meta["source_meta"]["trigger_pairs"]`` (or ``meta["trigger_pairs"]``),
+    given in source item ids; pairs with an item that never occurs in the store (so has
+    no vocabulary index) are dropped. Empty ``[0, 2]`` when the store has none.
+    """
+    meta = store.meta or {}
+    raw = (meta.get("source_meta") or {}).get("trigger_pairs") or meta.get("trigger_pairs") or []
+    raw = np.asarray(raw, dtype=np.int64).reshape(-1, 2)
+    vocab = np.asarray(store.item_vocab)[1:]
+    if len(raw) == 0 or len(vocab) == 0:
+        return np.zeros((0, 2), np.int64)
+    pos = np.searchsorted(vocab, raw).clip(max=len(vocab) - 1)
+    found = (vocab[pos] == raw).all(axis=1)
+    return (pos[found] + 1).astype(np.int64)
+
+
+def planted_trigger_back(store: SequenceStore, examples: Examples,
+                         pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which examples have a planted target, and how far back their trigger is.
+
+    Args:
+      store: the event store.
+      examples: one target per row.
+      pairs: ``int[P, 2]`` (trigger, target) vocabulary indices (:func:`planted_pairs`).
+
+    Returns:
+      ``(planted bool[M], back float64[M])``: ``planted[m]`` iff the target of row ``m``
+      is a planted target item; ``back[m]`` = position of the latest PURCHASE of the
+      matching trigger counted from the end of the visible history (1 = the last
+      visible event), NaN when the row is not planted or the trigger is not in its
+      visible history.
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    m = len(examples)
+    target = np.asarray(examples.target_items, dtype=np.int64)[np.asarray(examples.target_offsets)[:-1]]
+    trigger_of = np.zeros(store.n_items + 1, np.int64)  # 0 = not a planted target
+    trigger_of[pairs[:, 1]] = pairs[:, 0]
+    trig = trigger_of[target]
+    planted = trig > 0
+    back = np.full(m, np.nan)
+    rows = np.flatnonzero(planted)
+    if len(rows) == 0:
+        return planted, back
+    starts = np.asarray(store.offsets)[examples.customer[rows]]
+    sizes = np.asarray(examples.end)[rows] - starts
+    h_off = np.concatenate([[0], np.cumsum(sizes)])
+    ev = np.repeat(starts - h_off[:-1], sizes) + np.arange(h_off[-1])
+    h_row = np.repeat(np.arange(len(rows)), sizes)
+    hit = ((np.asarray(store.item)[ev] == trig[rows][h_row])
+           & (np.asarray(store.event_type)[ev] == EventType.PURCHASE))
+    latest = np.full(len(rows), -1, np.int64)
+    np.maximum.at(latest, h_row[hit], ev[hit])
+    found = latest >= 0
+    back[rows[found]] = (np.asarray(examples.end)[rows[found]] - latest[found]).astype(np.float64)
+    return planted, back
+
+
+def planted_metrics(store: SequenceStore, examples: Examples, ranks: np.ndarray, *,
+                    pairs: np.ndarray | None = None, ks: Sequence[int] = (10, 20),
+                    max_len: int | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Next-item metrics restricted to the examples whose target is a planted target.
+
+    Args:
+      store: the event store (pairs from :func:`planted_pairs` unless given).
+      examples: one target per row, aligned with ``ranks``.
+      ranks: ``int[M]`` 1-based target ranks (from the full-catalogue evaluation).
+      pairs: ``int[P, 2]`` (trigger, target) vocabulary indices.
+      ks: cut-offs (HR@1 is always added: "accuracy").
+      max_len: the scorer's window; a trigger further back than ``max_len`` events is
+        not visible. None = the whole visible history.
+
+    Returns:
+      ``(metrics, per_example)``. Per-example arrays (``float64[M]``, aligned with the
+      rows): ``planted`` (1/0), ``planted/trigger_back`` (see
+      :func:`planted_trigger_back`), ``planted/visible`` (1/0 on planted rows),
+      ``planted/hr@1``, ``planted/hr@k``, ``planted/mrr`` (on planted rows) and
+      ``planted/visible_hr@1``, ``planted/visible_hr@k`` (on planted rows whose trigger
+      is visible); NaN on the other rows. Metrics: ``planted/n`` (planted examples) and
+      the mean of every per-example array but the first two over the rows where it is
+      defined (``planted/visible`` = share of planted examples whose trigger is in the
+      window; NaN when no row qualifies).
+    """
+    if pairs is None:
+        pairs = planted_pairs(store)
+    planted, back = planted_trigger_back(store, examples, pairs)
+    visible = ~np.isnan(back)
+    if max_len is not None:
+        visible &= np.nan_to_num(back, nan=np.inf) <= int(max_len)
+    r = np.asarray(ranks, dtype=np.float64)
+    per = {
+        "planted": planted.astype(np.float64),
+        "planted/trigger_back": back,
+        "planted/visible": np.where(planted, visible.astype(np.float64), np.nan),
+    }
+    cut = (1, *[k for k in ks if k != 1])
+    for k in cut:
+        per[f"planted/hr@{k}"] = np.where(planted, (r <= k).astype(np.float64), np.nan)
+    per["planted/mrr"] = np.where(planted, 1.0 / r, np.nan)
+    for k in cut:
+        per[f"planted/visible_hr@{k}"] = np.where(planted & visible, (r <= k).astype(np.float64), np.nan)
+    metrics = {"planted/n": float(planted.sum())}
+    metrics.update(M.nan_means({k: v for k, v in per.items()
+                                if k not in ("planted", "planted/trigger_back")}))
+    return metrics, per
+    r = np.asarray(ranks, dtype=np.float64)
+    cut = (1, *[k for k in ks if k != 1])
+    metrics["planted/visible"] = float(visible[planted].mean())
+    for k in cut:
+        metrics[f"planted/hr@{k}"] = float((r[planted] <= k).mean())
+    metrics["planted/mrr"] = float((1.0 / r[planted]).mean())
+    sel = planted & visible
+    for k in cut:
+        metrics[f"planted/visible_hr@{k}"] = float((r[sel] <= k).mean()) if sel.any() else float("nan")
+    return metrics, per
 
 
 def history_repeat_mask(store: SequenceStore, examples: Examples) -> np.ndarray:

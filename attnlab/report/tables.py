@@ -165,7 +165,7 @@ def build_table(runs: Sequence[Run], *, experiment: str, n_boot: int = 2000) -> 
     columns = table_columns(runs, task)
     primary = columns[0][0]
 
-    flats = {id(r): _flatten(r.result["config"]) for r in runs}
+    flats = {id(r): _flatten({k: v for k, v in r.result["config"].items() if k != "report"}) for r in runs}
     # context: everything but the model, trainer and seed (what the baselines depend on)
     ctx_keys = _varying(list(flats.values()), skip_prefixes=("model.", "trainer."))
     ctx_of = {id(r): _label("", flats[id(r)], ctx_keys).strip() for r in runs}
@@ -237,7 +237,7 @@ def _baseline_metric(m: dict[str, float], key: str):
 def table_columns(runs: Sequence[Run], task: str) -> list[tuple[str, bool]]:
     """The experiment's ``report.columns`` (``[metric, ...]``, higher is better unless
     the name is a loss; the first is primary), else the task's :data:`TASK_COLUMNS`."""
-    custom = (runs[0].result["config"].get("report") or {}).get("columns")
+    custom = (runs[0].prov.get("report") or runs[0].result["config"].get("report") or {}).get("columns")
     if custom:
         return [(str(m), not any(w in str(m) for w in ("loss", "brier"))) for m in custom]
     return TASK_COLUMNS.get(task) or [(task_monitor(runs), True)]

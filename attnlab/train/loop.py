@@ -159,6 +159,7 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
         "data": c["data"]["name"],
         "seed": seed,
         "monitor": task.monitor,
+        "report": c.get("report") or {},  # how benchmark.py tabulates this experiment (not hashed)
         "config_hash": res.config_hash(c),
         "cell_hash": res.cell_hash(c),
         "run_dir": str(out_dir),

@@ -95,7 +95,7 @@ def _jsonable(x):
 
 
 #: Config keys (dotted) that never change a run's results: excluded from every hash.
-NOT_RESULTS = ("logger", "paths", "progress", "hydra", "trainer.resume", "trainer.skip_completed",
+NOT_RESULTS = ("logger", "paths", "progress", "hydra", "report", "trainer.resume", "trainer.skip_completed",
                "trainer.eval_batch_size")
 
 

@@ -38,7 +38,8 @@ def write_run(results_dir, model, seed, model_hits, base_hits, *, pop_hits=None,
     prov = {"experiment": "exp", "model": model, "task": "next_item", "data": "toy", "seed": seed,
             "monitor": "ndcg@10", "config_hash": res.config_hash(cfg), "cell_hash": res.cell_hash(cfg),
             "data_fingerprint": "toy-abc", "git_sha": "deadbeef", "versions": {"jax": "0.10.2"},
-            "hardware": {"cpu": "test cpu", "cores": 2, "platform": "cpu"}, "wall_s": 60.0}
+            "hardware": {"cpu": "test cpu", "cores": 2, "platform": "cpu"}, "wall_s": 60.0,
+            "report": cfg.get("report", {})}
     path = res.completed_path(results_dir, cfg)
     arrays = {f"{k}/{m}": (v if m == "hr@10" else v / 2) for k, v in per.items() for m in ("hr@10", "ndcg@10")}
     res.atomic_write_npz(path.with_suffix(".npz"), arrays)
