@@ -35,7 +35,7 @@ from attnlab.eval.metrics import roc_auc_rows
 
 UNKNOWN = "unknown"
 #: Per-example arrays that are bookkeeping, not metrics (left out by default).
-BOOKKEEPING = ("n_targets", "n_repeat_targets")
+BOOKKEEPING = ("n_targets", "n_repeat_targets", "planted", "planted/trigger_back", "planted/visible")
 _MAX_DRAW = 4_000_000  # bootstrap indices drawn per chunk
 
 

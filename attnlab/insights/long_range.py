@@ -28,7 +28,9 @@ import numpy as np
 import pandas as pd
 
 DISTANCES: tuple[int, ...] = (2, 8, 16, 32)
-MODELS: tuple[str, ...] = ("lstm", "vanilla", "time_decay", "sparse", "linear")
+#: The published grid. ``sparse`` is left out: its default window (64) covers the whole
+#: 64-event input here, so it computes exactly what ``vanilla`` does (measured identical).
+MODELS: tuple[str, ...] = ("lstm", "vanilla", "time_decay", "linear")
 SEEDS: tuple[int, ...] = (0, 1, 2)
 DISTANCE_KEY = "data.options.trigger_distance"
 

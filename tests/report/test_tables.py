@@ -158,3 +158,24 @@ def test_fresh_moves_results_and_checkpoints_aside(index, tmp_path):
     (stamp,) = (index.parent / "previous").iterdir()
     assert len(list((stamp / index.name / "exp").glob("*.json"))) == n_before  # nothing deleted
     assert (stamp / "multirun" / "exp" / "model=a,seed=0" / "checkpoints").is_dir()
+
+
+def test_benchmark_logs_tables_to_wandb(index, tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import benchmark
+    from tests.train.wandb_records import logged
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    table = T.build_table(T.load_runs(index, "exp"), experiment="exp", n_boot=50)
+    benchmark.log_to_wandb([table])
+    (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    L = logged(run_file)
+    assert L["run"].run_group == "exp" and L["run"].job_type == "report" and "table" in L["run"].tags
+    (row,) = [h for h in L["history"] if "table/exp/_type" in h]
+    assert row["table/exp/_type"] == "table-file" and row["table/exp/nrows"] == len(table.rows)
+    (media,) = run_file.parent.glob("files/media/table/table/exp_*.table.json")
+    data = json.loads(media.read_text())
+    assert data["columns"][:3] == ["experiment", "task", "contender"]
+    assert [r[2] for r in data["data"]] == [r.label for r in table.rows]
