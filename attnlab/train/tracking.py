@@ -81,7 +81,7 @@ class WandbTracker(NullTracker):
         super().log_figure(key, figure)
         import wandb
 
-        self._run.log({key: wandb.Image(figure)})
+        self._run.log({key: wandb.Image(_png(figure))})
 
     def set_summary(self, values):
         super().set_summary(values)
@@ -90,6 +90,20 @@ class WandbTracker(NullTracker):
 
     def finish(self):
         self._run.finish()
+
+
+def _png(figure):
+    """A matplotlib Figure rendered to a PIL image. ``wandb.Image(figure)`` itself
+    touches ``matplotlib.pyplot``, which raises AttributeError in a process that never
+    imported pyplot (our figures are pyplot-free ``Figure`` objects)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=100)
+    buf.seek(0)
+    return Image.open(buf)
 
 
 def make_tracker(logger_cfg: dict[str, Any] | None, *, config: dict[str, Any], directory: str):

@@ -49,3 +49,24 @@ def test_offline_wandb_run_holds_config_curves_table_and_images(tmp_path, monkey
     assert payload["columns"][0] == "contender" and {r[0] for r in payload["data"]} == set(result.metrics)
     (png,) = (files / "images" / "plots").glob("learning_curves_*.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_figures_log_in_a_process_that_never_imported_pyplot(tmp_path):
+    """``wandb.Image(Figure)`` raised AttributeError (``matplotlib.pyplot``) in a fresh
+    process: it crashed the last job of a real sweep. The tracker renders the figure
+    itself; checked in a clean interpreter where pyplot is not loaded."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, wandb\n"
+        "from matplotlib.figure import Figure\n"
+        "from attnlab.train.tracking import _png\n"
+        "fig = Figure(); fig.add_subplot().plot([0, 1], [1, 0])\n"
+        "assert 'matplotlib.pyplot' not in sys.modules\n"
+        "img = wandb.Image(_png(fig))\n"
+        "print(img.image.size)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(640, 480)"
