@@ -209,7 +209,8 @@ def build_table(runs: Sequence[Run], *, experiment: str, n_boot: int = 2000) -> 
         rows.append(Row(
             label=name if not ctx else f"{name} {ctx}", kind="baseline", context=ctx,
             seeds=sorted(by_seed), runs=rs, key=name,
-            values={m: [r.result["metrics"][name].get(m) for r in rs] for m, _ in columns + COST_COLUMNS},
+            values={m: [_baseline_metric(r.result["metrics"][name], m) for r in rs]
+                    for m, _ in columns + COST_COLUMNS},
         ))
 
     # -- significance: every model row vs the best baseline of its context -------------------

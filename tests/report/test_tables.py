@@ -35,6 +35,9 @@ def write_run(results_dir, model, seed, model_hits, base_hits, *, pop_hits=None,
     metrics = {k: {"hr@10": float(v.mean()), "ndcg@10": float(v.mean()) / 2, "mrr@10": 0.1, "hr@20": 0.5,
                    "wall_s": 1.0, "peak_rss_mb": 1024.0} for k, v in per.items()}
     metrics["model"]["train_s"] = 10.0 + seed
+    for name in per:
+        if name != "model":
+            metrics[name]["fit_s"] = 2.0 + seed  # a baseline's "train" cost is its fit time
     prov = {"experiment": "exp", "model": model, "task": "next_item", "data": "toy", "seed": seed,
             "monitor": "ndcg@10", "config_hash": res.config_hash(cfg), "cell_hash": res.cell_hash(cfg),
             "data_fingerprint": "toy-abc", "git_sha": "deadbeef", "versions": {"jax": "0.10.2"},
@@ -75,6 +78,7 @@ def test_means_std_and_baseline_dedup(index):
     # the baseline row is the same numbers whichever model run it is read from
     pr = table.rows[3]
     assert len(pr.values["hr@10"]) == 3
+    assert pr.mean("train_s") == pytest.approx(3.0)  # the fit seconds fill the cost column
 
 
 def test_significance_against_best_baseline(index):
