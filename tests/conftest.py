@@ -13,4 +13,9 @@ if _ROOT not in sys.path:
 import os
 import tempfile
 
-os.environ.setdefault("ATTNLAB_OUTPUTS", tempfile.mkdtemp(prefix="attnlab-test-outputs-"))
+# Under pytest-xdist every worker gets its own root (the controller's variable is
+# inherited, so it is extended, not replaced): parallel runs of one config never meet
+# in one results index.
+_base = os.environ.setdefault("ATTNLAB_OUTPUTS", tempfile.mkdtemp(prefix="attnlab-test-outputs-"))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["ATTNLAB_OUTPUTS"] = os.path.join(_base, os.environ["PYTEST_XDIST_WORKER"])
