@@ -16,6 +16,8 @@ each table as a ``wandb.Table`` (offline unless WANDB_MODE says otherwise).
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import os
 import re
 import subprocess
@@ -78,7 +80,7 @@ def log_to_wandb(tables, *, project: str = "attnlab") -> None:
         run = wandb.init(project=project, group=t.experiment, job_type="report", name=f"table-{t.experiment}",
                          tags=[t.experiment, "table"], mode=os.environ.get("WANDB_MODE", "offline"),
                          reinit="finish_previous")
-        rows = [line.split(",") for line in to_csv(t).strip().splitlines()]
+        rows = list(csv.reader(io.StringIO(to_csv(t))))  # labels may hold quoted commas
         run.log({f"table/{t.experiment}": wandb.Table(columns=rows[0], data=rows[1:])})
         run.summary["columns"] = headers(t)
         run.finish()

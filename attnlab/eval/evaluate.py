@@ -224,16 +224,6 @@ def planted_metrics(store: SequenceStore, examples: Examples, ranks: np.ndarray,
     metrics.update(M.nan_means({k: v for k, v in per.items()
                                 if k not in ("planted", "planted/trigger_back")}))
     return metrics, per
-    r = np.asarray(ranks, dtype=np.float64)
-    cut = (1, *[k for k in ks if k != 1])
-    metrics["planted/visible"] = float(visible[planted].mean())
-    for k in cut:
-        metrics[f"planted/hr@{k}"] = float((r[planted] <= k).mean())
-    metrics["planted/mrr"] = float((1.0 / r[planted]).mean())
-    sel = planted & visible
-    for k in cut:
-        metrics[f"planted/visible_hr@{k}"] = float((r[sel] <= k).mean()) if sel.any() else float("nan")
-    return metrics, per
 
 
 def history_repeat_mask(store: SequenceStore, examples: Examples) -> np.ndarray:

@@ -56,7 +56,7 @@ def history_length_groups(lengths: np.ndarray, *, buckets: Sequence[int] = DEFAU
 def cold_start_report(per_example: Mapping[str, np.ndarray] | Any, store: SequenceStore, examples: Examples, *,
                       buckets: Sequence[int] = DEFAULT_BUCKETS, metrics: Sequence[str] | None = None,
                       n_boot: int = 1000, ci: float = 0.95, seed: int = 0,
-                      min_group_size: int = 1) -> GroupBreakdown:
+                      min_group_size: int = 20) -> GroupBreakdown:
     """Every metric by history-length bucket: per-bucket mean, n, bootstrap CI, largest gap.
 
     Args:

@@ -95,8 +95,10 @@ def demographic_groups(store: SequenceStore, examples: Examples, by: str | pd.Se
                        "Or pass a pd.Series indexed by customer id.")
     if isinstance(by, pd.Series):
         ids = np.asarray(store.customer_ids)[cust]
-        vals = by[~by.index.duplicated(keep="first")].reindex(ids)
-        order = [str(v) for v in pd.unique(by.dropna())]
+        # object dtype before reindexing: an int column with missing customers would turn
+        # into floats ("1.0") and no longer match its own order ("1")
+        vals = by[~by.index.duplicated(keep="first")].astype(object).reindex(ids)
+        order = [str(v) for v in pd.unique(by.dropna().astype(object))]
         if pd.api.types.is_numeric_dtype(by.dtype) and by.nunique() > 2 * bins:
             return numeric_bins(vals.to_numpy(np.float64), bins=bins)
         return normalise_labels(vals.to_numpy(dtype=object)), natural_order(order)
@@ -110,14 +112,15 @@ def demographic_groups(store: SequenceStore, examples: Examples, by: str | pd.Se
 def fairness_report(per_example: Mapping[str, np.ndarray] | Any, store: SequenceStore, examples: Examples, *,
                     by: str | Sequence[str] | pd.Series | np.ndarray | None = None,
                     metrics: Sequence[str] | None = None, bins: int = 4, n_boot: int = 1000,
-                    ci: float = 0.95, seed: int = 0, min_group_size: int = 1) -> GroupBreakdown:
+                    ci: float = 0.95, seed: int = 0, min_group_size: int = 20) -> GroupBreakdown:
     """Every metric by demographic group: per-group mean, n, bootstrap CI, largest gap.
 
     Args:
       per_example: ``EvalResult`` (or its ``per_example``) of ``examples``.
       store: the event store.
       examples: the evaluated examples (same row order).
-      by: a column name, several names, a Series by customer id or per-example labels;
+      by: a column name, a list of column names, a Series by customer id or an ndarray
+        of per-example labels (a list is read as column names, never as labels);
         default every categorical customer column of the store (CJ: all demographics).
       metrics: metric names (default all; see :func:`attnlab.insights.groups.group_breakdown`).
       bins: quantile bins for numeric columns.

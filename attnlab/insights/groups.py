@@ -12,9 +12,16 @@ the examples' rows) and one group label per example.
 * CIs are percentile bootstrap intervals of the group mean (Efron & Tibshirani, 1993),
   resampling examples within the group, seeded.
 * The gap of a metric is ``max - min`` of the group means over the known groups with
-  at least ``min_group_size`` values (``in_gap`` in the table says which), with a
-  bootstrap CI of the difference between those two groups (independent resamples).
-  A CI that contains 0 means the gap is within sampling noise.
+  at least ``min_group_size`` values (``in_gap`` in the table says which; default 20,
+  so a group of a handful of customers cannot make the gap), with a bootstrap CI of
+  the difference between those two groups (independent resamples). That CI is
+  conditional on which two groups came out extreme, so it is optimistic when there are
+  many groups; ``p_perm`` accounts for the picking: a permutation test of "every group
+  has the same distribution" on the same ``max - min`` statistic (group labels
+  shuffled among the examples in the gap, groups re-picked in every permutation).
+  Read a gap as real when ``p_perm`` is small, not from the CI alone.
+* Resamples in which a statistic is undefined (an AUC resample with one class) are
+  left out of that CI; ``n_boot`` in the table says how many were kept.
 * When per-example churn ``prob`` and ``label`` are present, the per-group AUC-ROC
   (Mann-Whitney form, ties averaged) is added as metric ``auc``; the group means of
   ``prob`` and ``label`` themselves are the predicted and observed churn rates.
@@ -45,9 +52,10 @@ class GroupBreakdown:
 
     Attributes:
       table: one row per (``by``, ``metric``, ``group``): ``n`` (examples with a value),
-        ``mean``, ``ci_low``, ``ci_high``, ``in_gap``.
+        ``mean``, ``ci_low``, ``ci_high``, ``n_boot`` (resamples behind the CI), ``in_gap``.
       gaps: one row per (``by``, ``metric``): ``n_groups`` (in the gap), ``max_group``,
-        ``max_mean``, ``min_group``, ``min_mean``, ``gap``, ``gap_ci_low``, ``gap_ci_high``.
+        ``max_mean``, ``min_group``, ``min_mean``, ``gap``, ``gap_ci_low``, ``gap_ci_high``,
+        ``p_perm`` (permutation p-value of the gap, see the module docstring).
     """
 
     table: pd.DataFrame
@@ -96,6 +104,29 @@ def _boot_auc(prob: np.ndarray, label: np.ndarray, n_boot: int, rng: np.random.G
     return _boot(auc_rows, (prob, label), n_boot, rng)
 
 
+def _perm_gap_p(values: list[tuple[np.ndarray, ...]], stat, observed: float, n_perm: int,
+                rng: np.random.Generator) -> float:
+    """Permutation p-value of ``max - min`` over groups of ``stat``: the examples of the
+    groups in ``values`` (one tuple of aligned arrays per group) are pooled, group labels
+    shuffled with the group sizes kept, and the extremes re-picked each time. ``stat``
+    maps ``[k, n_g]`` arrays to ``[k]`` values (NaN where undefined)."""
+    sizes = [len(v[0]) for v in values]
+    pooled = tuple(np.concatenate([v[i] for v in values]) for i in range(len(values[0])))
+    n = len(pooled[0])
+    bounds = np.cumsum([0, *sizes])
+    hits, done = 0, 0
+    step = max(1, _MAX_DRAW // max(n, 1))
+    while done < n_perm:
+        k = min(step, n_perm - done)
+        idx = rng.permuted(np.broadcast_to(np.arange(n), (k, n)), axis=1)
+        per_group = np.stack([stat(*(a[idx[:, lo:hi]] for a in pooled))
+                              for lo, hi in zip(bounds[:-1], bounds[1:])], axis=1)  # [k, groups]
+        gaps = np.nanmax(per_group, axis=1) - np.nanmin(per_group, axis=1)
+        hits += int(np.sum(gaps >= observed - 1e-12))
+        done += k
+    return (hits + 1) / (n_perm + 1)
+
+
 def _ci(boot: np.ndarray, ci: float) -> tuple[float, float]:
     b = boot[np.isfinite(boot)]
     if len(b) == 0:
@@ -107,7 +138,7 @@ def _ci(boot: np.ndarray, ci: float) -> tuple[float, float]:
 def group_breakdown(per_example: Mapping[str, np.ndarray] | Any, groups: Any, *, by: str = "group",
                     metrics: Sequence[str] | None = None, order: Sequence[str] | None = None,
                     n_boot: int = 1000, ci: float = 0.95, seed: int = 0,
-                    min_group_size: int = 1) -> GroupBreakdown:
+                    min_group_size: int = 20) -> GroupBreakdown:
     """Per-group mean, n and bootstrap CI of every metric, and the largest gap per metric.
 
     Args:
@@ -118,7 +149,8 @@ def group_breakdown(per_example: Mapping[str, np.ndarray] | Any, groups: Any, *,
         ``prob`` and ``label`` are present).
       order: group order in the table (groups not listed follow, ``unknown`` last);
         listed groups without examples are kept with ``n = 0``.
-      n_boot: bootstrap resamples; ci: interval level; seed: bootstrap seed.
+      n_boot: bootstrap resamples (and permutations of the gap test); ci: interval
+        level; seed: bootstrap seed.
       min_group_size: known groups with fewer values are reported but left out of the gap.
 
     Returns:
@@ -145,38 +177,44 @@ def group_breakdown(per_example: Mapping[str, np.ndarray] | Any, groups: Any, *,
     rng = np.random.default_rng(seed)
     rows, gap_rows = [], []
     for metric in names:
-        boots = {}
+        boots, data = {}, {}
+        stat = auc_rows if metric == "auc" else (lambda v: v.mean(axis=-1))
         for g in group_order:
             sel = labels == g
             if metric == "auc":
                 p, y = np.asarray(per["prob"], float)[sel], np.asarray(per["label"], float)[sel]
                 ok = np.isfinite(p) & np.isfinite(y)
-                p, y = p[ok], y[ok]
-                n, mean = len(p), float(auc_rows(p, y)[0]) if len(p) else float("nan")
-                boot = _boot_auc(p, y, n_boot, rng)
+                data[g] = (p[ok], y[ok])
+                boot = _boot_auc(*data[g], n_boot, rng)
             else:
                 v = np.asarray(per[metric], float)[sel]
-                v = v[np.isfinite(v)]
-                n, mean = len(v), float(v.mean()) if len(v) else float("nan")
-                boot = _boot_means(v, n_boot, rng)
+                data[g] = (v[np.isfinite(v)],)
+                boot = _boot_means(*data[g], n_boot, rng)
+            n = len(data[g][0])
+            mean = float(stat(*(a[None] for a in data[g]))[0]) if n else float("nan")
             lo, hi = _ci(boot, ci)
             in_gap = g != UNKNOWN and n >= max(1, min_group_size) and np.isfinite(mean)
             boots[g] = (mean, boot, in_gap)
             rows.append({"by": by, "metric": metric, "group": g, "n": n, "mean": mean,
-                         "ci_low": lo, "ci_high": hi, "in_gap": bool(in_gap)})
+                         "ci_low": lo, "ci_high": hi, "n_boot": int(np.isfinite(boot).sum()),
+                         "in_gap": bool(in_gap)})
         cand = [(g, b[0]) for g, b in boots.items() if b[2]]
         if cand:
             g_max = max(cand, key=lambda t: t[1])[0]
             g_min = min(cand, key=lambda t: t[1])[0]
             diff = boots[g_max][1] - boots[g_min][1]
             glo, ghi = _ci(diff, ci) if g_max != g_min else (0.0, 0.0)
+            gap = boots[g_max][0] - boots[g_min][0]
+            p_perm = (_perm_gap_p([data[g] for g, _ in cand], stat, gap, n_boot, rng)
+                      if len(cand) > 1 else float("nan"))
             gap_rows.append({"by": by, "metric": metric, "n_groups": len(cand), "max_group": g_max,
                              "max_mean": boots[g_max][0], "min_group": g_min, "min_mean": boots[g_min][0],
-                             "gap": boots[g_max][0] - boots[g_min][0], "gap_ci_low": glo, "gap_ci_high": ghi})
+                             "gap": gap, "gap_ci_low": glo, "gap_ci_high": ghi, "p_perm": p_perm})
         else:
             gap_rows.append({"by": by, "metric": metric, "n_groups": 0, "max_group": None,
                              "max_mean": np.nan, "min_group": None, "min_mean": np.nan,
-                             "gap": np.nan, "gap_ci_low": np.nan, "gap_ci_high": np.nan})
+                             "gap": np.nan, "gap_ci_low": np.nan, "gap_ci_high": np.nan,
+                             "p_perm": np.nan})
     return GroupBreakdown(table=pd.DataFrame(rows), gaps=pd.DataFrame(gap_rows))
 
 

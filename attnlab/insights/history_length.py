@@ -159,7 +159,9 @@ def plot_history_length(df: pd.DataFrame, *, cost: str = "train_s", memory: str 
                         label=f"{model}: {memory}")
     if df["baseline_value"].notna().any():
         b = df.groupby("max_len")["baseline_value"].mean()
-        name = df["baseline"].dropna().iloc[0] if df["baseline"].notna().any() else "baseline"
+        names = sorted(df["baseline"].dropna().unique())
+        # the best baseline may differ between runs: the label names every one averaged
+        name = " / ".join(map(str, names)) if names else "baseline"
         acc.plot(b.index, b.values, linestyle="--", color="grey", label=str(name))
     ticks = sorted(df["max_len"].dropna().unique())
     for ax in (acc, cst):

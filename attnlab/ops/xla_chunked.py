@@ -107,7 +107,16 @@ def default_config(length: int, head_dim: int, *, window: int | None = None) -> 
     windows loop, with 128 blocks up to a 512 window (a query block of ``c`` rows
     visits ``c + window`` keys). NOTE: under load (another job on both cores) 512 x
     512 measured slower than 256 x 256 (2048: 291 vs 228 ms, 4096: 941 vs 815 ms,
-    interleaved medians); the quiet-machine numbers above set the default."""
+    interleaved medians); the quiet-machine numbers above set the default.
+
+    Window 256 at 4096 on a 2-core AMD EPYC (interleaved medians, fwd+bwd): the 128
+    loop 163-170 ms; the banded path with ``c = 256`` 157-176 ms and ``c = 128`` 175-230
+    ms depending on its step grouping; loops with 64 / 256 blocks 205-300 ms. Tried
+    and dropped: (a) packing the own-block triangle and the previous-block triangle of
+    ``c = window`` blocks into one ``c x c`` softmax tile (exactly ``window`` entries per
+    row): 190-240 ms, because on XLA:CPU ``q @ k^T`` with ``head_dim`` 32 is bound by
+    writing its ``c x 2c`` output, which packing does not shrink, and the packing selects
+    add passes; (b) unrolling the window loop to its static step count: 194 ms."""
     del head_dim
     if window is not None and window <= 512:
         return ChunkConfig(block_q=128, block_k=128)

@@ -97,8 +97,10 @@ class Table:
     footer: list[str]
     primary: str
 
-    def best(self, metric: str, higher: bool) -> float | None:
-        means = [r.mean(metric) for r in self.rows]
+    def best(self, metric: str, higher: bool, context: str | None = None) -> float | None:
+        """Best mean of ``metric`` over the rows (of one ``context`` if given: rows of
+        different contexts, e.g. distances in one table, are not competitors)."""
+        means = [r.mean(metric) for r in self.rows if context is None or r.context == context]
         means = [m for m in means if math.isfinite(m)]
         if not means:
             return None
@@ -106,7 +108,7 @@ class Table:
 
 
 def load_runs(results_dir: str | Path, experiment: str) -> list[Run]:
-    """Every indexed run of ``experiment`` (newest file wins for a repeated config hash)."""
+    """Every indexed run of ``experiment`` (one file per config hash: a re-run replaces it)."""
     folder = Path(results_dir) / experiment
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -293,7 +295,7 @@ def footer_lines(runs: Sequence[Run], experiment: str, *, n_boot: int = 2000) ->
     seeds = sorted({r.seed for r in runs})
     total = sum(float(r.prov.get("wall_s", 0.0)) for r in runs)
     return [
-        f"{len(runs)} runs, seeds {seeds}; mean ± std over seeds; bold = best per column; "
+        f"{len(runs)} runs, seeds {seeds}; mean ± std over seeds; bold = best per column (per context); "
         "Δ = model minus the best baseline on the primary metric, paired bootstrap over test customers "
         f"({n_boot:,} resamples within each seed), 95% CI and two-sided p.",
         f"Hardware: {uniq(r.prov.get('hardware', {}).get('cpu', '?') for r in runs)}, "
@@ -342,7 +344,7 @@ def _body(table: Table, digits: int, bold) -> list[list[str]]:
                                 if row.kind == "model" and len(row.seeds) < 3 else "")]
         for metric, higher in table.columns + COST_COLUMNS:
             txt, ok = _cell(row, metric, digits)
-            best = table.best(metric, higher)
+            best = table.best(metric, higher, row.context)
             is_best = ok and best is not None and metric in dict(table.columns) and math.isclose(
                 row.mean(metric), best, rel_tol=1e-12, abs_tol=1e-12)
             cells.append(bold(txt) if is_best else txt)

@@ -26,7 +26,9 @@ import dataclasses
 import functools
 import itertools
 import logging
+import os
 import resource
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -143,6 +145,13 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
         if done.provenance.get("data_fingerprint") == store.fingerprint:
             log.info("skipping: this exact run (config %s, seed %d) is already complete: %s",
                      res.config_hash(c), seed, index_path)
+            # the run folder gets the stored result too, so tools that read run folders
+            # (best_trial.py, the insight collectors) see every run of a relaunched sweep
+            npz = index_path.with_suffix(".npz")
+            if npz.exists():
+                shutil.copyfile(npz, out_dir / ".per_example.npz.tmp")
+                os.replace(out_dir / ".per_example.npz.tmp", out_dir / "per_example.npz")
+            res.write_result(dataclasses.replace(done), out_dir / "result.json")
             done.provenance["skipped"] = True
             return done
         log.warning("re-running %s: it was computed on different data (fingerprint %s, now %s)",
@@ -199,6 +208,8 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
              "history": [], "train_events": 0, "train_seconds": 0.0}
     resume_key = res.config_hash(c, ignore=res.NOT_RESULTS + ("trainer.max_epochs", "trainer.patience"))
     state["resume_key"] = resume_key
+    state["data_fingerprint"] = store.fingerprint
+    max_epochs = int(tr["max_epochs"])
     if tr.get("resume", True) and ckpts.latest_step() is not None:
         state = ckpts.restore("latest", (model, optimizer))
         if state.get("resume_key", resume_key) != resume_key:
@@ -206,10 +217,20 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
                 f"the checkpoint in {ckpts.directory} was written by a different config "
                 f"(key {state['resume_key']}, this run {resume_key}); only trainer.max_epochs and "
                 "trainer.patience may change on resume. Use a new output dir or delete it.")
-        state["resume_key"] = resume_key
+        if state.get("data_fingerprint", store.fingerprint) != store.fingerprint:
+            raise RuntimeError(
+                f"the checkpoint in {ckpts.directory} was trained on different data (fingerprint "
+                f"{state['data_fingerprint']}, now {store.fingerprint}); delete {ckpts.directory} "
+                "to train afresh on the current data.")
+        if state["epoch"] > max_epochs:
+            raise RuntimeError(
+                f"the checkpoint in {ckpts.directory} has trained {state['epoch']} epochs, more than "
+                f"trainer.max_epochs={max_epochs}; it cannot be resumed as a shorter run. Delete "
+                f"{ckpts.directory} (or use a new output dir) to train {max_epochs} epochs.")
+        state.update(resume_key=resume_key, data_fingerprint=store.fingerprint)
         log.info("resumed from %s at epoch %d", ckpts.directory, state["epoch"])
 
-    max_epochs = int(tr["max_epochs"])
+
     patience = int(tr.get("patience", 3))
     monitor = task.monitor
     while state["epoch"] < max_epochs and state["bad_epochs"] < patience:
@@ -269,9 +290,15 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
     # the index entry last: its JSON existing means the run is complete
     res.atomic_write_npz(index_path.with_suffix(".npz"), arrays)
     res.write_result(dataclasses.replace(result), index_path)
-    log_run_artifacts(tracker, result, task_monitor=monitor)
-    if getattr(tracker, "wants_media", False):
-        log_attention_heatmap(tracker, model, store, split.test, task=task.name)
-    tracker.set_summary({f"test/{m}/{k}": v for m, d in metrics.items() for k, v in d.items()})
-    tracker.finish()
+    # Tracking after the result is filed: a failure here is reported, never a lost run.
+    try:
+        log_run_artifacts(tracker, result, task_monitor=monitor)
+        if getattr(tracker, "wants_media", False):
+            log_attention_heatmap(tracker, model, store, split.test, task=task.name)
+        tracker.set_summary({f"test/{m}/{k}": v for m, d in metrics.items() for k, v in d.items()})
+    except Exception as e:  # noqa: BLE001 - the result is already written and indexed
+        log.warning("tracking failed after the result was written (%s: %s); the result stands: %s",
+                    type(e).__name__, e, index_path)
+    finally:
+        tracker.finish()
     return result

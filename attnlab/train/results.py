@@ -45,6 +45,15 @@ class RunResult:
         return dataclasses.asdict(self)
 
 
+def _publish(tmp: str, path: Path) -> None:
+    """``os.replace`` with the permissions a plain ``open(path, "w")`` would give
+    (``mkstemp`` makes 0600 files; results in a shared folder must stay readable)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file in the same dir + ``os.replace``."""
     path = Path(path)
@@ -55,7 +64,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -80,7 +89,7 @@ def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> str:
             np.savez_compressed(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

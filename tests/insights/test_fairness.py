@@ -52,6 +52,7 @@ def test_planted_gap_is_found_with_a_ci_that_excludes_zero():
     g = rep.gaps.iloc[0]
     assert (g["by"], g["metric"], g["max_group"], g["min_group"]) == ("age", "hr@10", "18-34", "35+")
     assert abs(g["gap"] - 0.4) < 0.1 and g["gap_ci_low"] > 0.2
+    assert g["p_perm"] < 0.01  # the permutation test, groups re-picked each time, agrees
     np.testing.assert_allclose(g["gap"], t.loc["18-34", "mean"] - t.loc["35+", "mean"])
 
 
@@ -60,6 +61,31 @@ def test_planted_no_gap_has_a_ci_that_contains_zero():
     rep = fairness_report(planted(s, 0.4, 0.4), s, examples(s), by="age", n_boot=500)
     g = rep.gaps.iloc[0]
     assert g["gap"] < 0.1 and g["gap_ci_low"] <= 0.0 <= g["gap_ci_high"]
+    assert g["p_perm"] > 0.05
+
+
+def test_tiny_groups_cannot_make_a_gap():
+    """Two 1-customer groups beside a large one: by default they are left out of the gap;
+    let in, their degenerate CI says "certain" but the permutation test does not."""
+    rng = np.random.default_rng(4)
+    hits = (rng.random(100) < 0.5).astype(float)
+    hits[:2] = [1.0, 0.0]
+    labels = np.array(["a", "b"] + ["c"] * 98, dtype=object)
+    rep = group_breakdown({"hr@10": hits}, labels, n_boot=400)
+    t = rep.table.set_index("group")
+    assert not t.loc["a", "in_gap"] and not t.loc["b", "in_gap"] and t.loc["c", "in_gap"]
+    assert rep.gaps.iloc[0]["n_groups"] == 1 and rep.gaps.iloc[0]["gap"] == 0.0
+    g = group_breakdown({"hr@10": hits}, labels, n_boot=400, min_group_size=1).gaps.iloc[0]
+    assert g["gap"] == 1.0 and g["gap_ci_low"] == g["gap_ci_high"] == 1.0  # the naive reading
+    assert g["p_perm"] > 0.2  # picking the extremes of three groups explains it
+
+
+def test_integer_series_with_missing_customers_keeps_its_own_group_names():
+    s = tiny_store()
+    by_id = pd.Series([1, 2, 3] * 100, index=np.arange(300) + 1000)  # customers 1300+ unlisted
+    labels, order = demographic_groups(s, examples(s), by_id)
+    assert order == ["1", "2", "3"]
+    assert set(labels) == {"1", "2", "3", UNKNOWN} and (labels == UNKNOWN).sum() == N - 300
 
 
 def test_churn_auc_by_group_and_nan_metrics():

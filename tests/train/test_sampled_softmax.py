@@ -100,7 +100,9 @@ def test_model_masks_the_target_among_the_negatives(head):
 
 @pytest.mark.parametrize("proposal", PROPOSALS)
 def test_sampled_partition_function_is_unbiased(proposal):
-    """E[sum_k [n_k != t] exp(s_{n_k} - log(N q(n_k)))] = sum_{j != t} exp(s_j)."""
+    """E[sum_k [n_k != t] exp(s_{n_k} - log(N q(n_k)))] = sum_{j != t} exp(s_j), with the
+    sum read back from the library's estimate: exp(s_t - log p) - exp(s_t) (so a wrong
+    logQ sign or a missing correction in ``sampled_softmax_log_prob`` fails here)."""
     rng = np.random.default_rng(0)
     n_items, n, draws, t = 50, 8, 40_000, 3
     counts = np.concatenate([[0], rng.zipf(1.5, n_items).clip(max=500)])
@@ -108,10 +110,13 @@ def test_sampled_partition_function_is_unbiased(proposal):
     s = np.concatenate([[-1e9], rng.normal(scale=1.5, size=n_items)])
     s[1 + np.argsort(-counts[1:])[:5]] += 2.0  # popular items score high, like a trained model
     exact = np.exp(s[1:]).sum() - np.exp(s[t])
-    est = np.empty(draws)
-    for i in range(draws):
-        items, log_count = sampler.draw(rng, n)
-        est[i] = np.sum(np.where(items == t, 0.0, np.exp(s[items] - log_count)))
+    drawn = [sampler.draw(rng, n) for _ in range(draws)]
+    items = np.stack([d[0] for d in drawn])
+    log_count = np.stack([d[1] for d in drawn])
+    log_p = sampled_softmax_log_prob(
+        jnp.full(draws, s[t], jnp.float32), jnp.asarray(s[items], jnp.float32),
+        jnp.asarray(log_count), jnp.asarray(items == t))
+    est = np.exp(s[t] - np.asarray(log_p, np.float64)) - np.exp(s[t])
     stderr = est.std() / np.sqrt(draws)
     assert abs(est.mean() - exact) < 4 * stderr + 1e-9 * exact, (est.mean(), exact, stderr)
     assert stderr < 0.05 * exact  # the check has power

@@ -24,7 +24,11 @@ def test_skip_completed_returns_the_indexed_result(tmp_path):
     again = train_and_evaluate(tiny_cfg(tmp_path, *overrides, out="b"))  # same config, other output dir
     assert again.provenance.get("skipped") is True
     assert again.metrics == first.metrics
-    assert not (tmp_path / "b" / "result.json").exists()  # nothing was trained or written
+    assert not (tmp_path / "b" / "checkpoints").exists()  # nothing was trained
+    # the run folder holds the stored result, for the tools that read run folders
+    copied = res.read_result(tmp_path / "b" / "result.json")
+    assert copied.metrics == first.metrics and copied.provenance["config_hash"] == entry.stem
+    assert (tmp_path / "b" / "per_example.npz").read_bytes() == entry.with_suffix(".npz").read_bytes()
     other_seed = train_and_evaluate(tiny_cfg(tmp_path, *overrides, "seed=1", out="c"))
     assert "skipped" not in other_seed.provenance
     assert len(list(index.glob("*.json"))) == 2

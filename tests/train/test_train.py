@@ -65,6 +65,13 @@ def real_cfg(tmp_path, cache, *overrides):
             f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={cache}", *TINY_MODEL, *overrides])
 
 
+def test_resume_refuses_a_checkpoint_past_max_epochs(tmp_path):
+    """Lowering max_epochs must not file a longer-trained model under the shorter config."""
+    train_and_evaluate(tiny_cfg(tmp_path, "trainer.max_epochs=2", "trainer.patience=10", out="e"))
+    with pytest.raises(RuntimeError, match="more than trainer.max_epochs=1"):
+        train_and_evaluate(tiny_cfg(tmp_path, "trainer.max_epochs=1", "trainer.patience=10", out="e"))
+
+
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml")))
 def test_every_experiment_config_runs_tiny(tmp_path, shared_cache, experiment):
     """Each experiment on its own (real or synthetic) data, with a tiny model and 2 batches."""

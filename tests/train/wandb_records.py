@@ -43,12 +43,29 @@ def read_records(path: str | Path) -> list[pb.Record]:
     return records
 
 
+def complete_records(path: str | Path, timeout_s: float = 60.0) -> list[pb.Record]:
+    """The records once the run's ``exit`` record is on disk. An offline ``run.finish()``
+    can return before W&B's writer process has flushed the file (seen: a 7-byte file,
+    complete a quarter second later), so a reader polls for the record finish() writes."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = read_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} has no exit record after {timeout_s:.0f} s "
+                               f"({len(records)} records): the W&B run was not finished")
+        time.sleep(0.2)
+
+
 def logged(path: str | Path) -> dict:
     """``{"run": RunRecord, "config": {key: json}, "history": [{key: json}], "summary": {key: json}}``."""
     import json
 
     out = {"run": None, "config": {}, "history": [], "summary": {}}
-    for r in read_records(path):
+    for r in complete_records(path):
         kind = r.WhichOneof("record_type")
         if kind == "run":
             out["run"] = r.run
