@@ -227,9 +227,17 @@ def build_table(runs: Sequence[Run], *, experiment: str, n_boot: int = 2000) -> 
         row.versus = best.label
         row.test = compare(row, best, task=task, metric=primary, n_boot=n_boot)
 
-    rows.sort(key=lambda r: (r.context, r.kind != "model", r.label))
+    rows.sort(key=lambda r: (_natural(r.context), r.kind != "model", r.label))
     return Table(experiment=experiment, task=task, columns=columns, rows=rows,
                  footer=footer_lines(runs, experiment, n_boot=n_boot), primary=primary)
+
+
+def _natural(text: str) -> list:
+    """Sort key that orders the numbers inside a label by value ("distance=8" before
+    "distance=16")."""
+    import re
+
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text)]
 
 
 def _baseline_metric(m: dict[str, float], key: str):

@@ -183,3 +183,14 @@ def test_benchmark_logs_tables_to_wandb(index, tmp_path, monkeypatch):
     data = json.loads(media.read_text())
     assert data["columns"][:3] == ["experiment", "task", "contender"]
     assert [r[2] for r in data["data"]] == [r.label for r in table.rows]
+
+
+def test_contexts_are_ordered_by_their_numbers(tmp_path):
+    """One table, several contexts (e.g. trigger distances): 2, 8, 16 -- not "16" < "2" < "8"."""
+    rng = np.random.default_rng(1)
+    for d in (16, 2, 8):
+        hits = (rng.random(50) < 0.3).astype(float)
+        write_run(tmp_path, "m", 0, hits, hits, **{"data.options.distance": d})
+    table = T.build_table(T.load_runs(tmp_path, "exp"), experiment="exp", n_boot=20)
+    contexts = list(dict.fromkeys(r.context for r in table.rows))
+    assert contexts == ["(data.options.distance=2)", "(data.options.distance=8)", "(data.options.distance=16)"]
