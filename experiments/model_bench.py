@@ -1,8 +1,9 @@
 """Model-zoo train-step throughput: every family at two history lengths.
 
-Regenerate the table in ``docs/models.md`` (pinned to one core on the shared box)::
+Regenerate the table in ``docs/models.md`` (on a quiet machine; prefix ``taskset -c 1``
+to pin it to one core when other jobs share the box)::
 
-    taskset -c 1 python experiments/model_bench.py --write docs/models.md
+    python experiments/model_bench.py --write docs/models.md
 
 Quick smoke run (fewer timed steps, smaller batches; prints only)::
 
@@ -27,6 +28,7 @@ import pathlib
 import platform
 import re
 import statistics
+import sys
 import time
 
 import jax
@@ -179,7 +181,7 @@ def main(argv=None) -> None:
                   f"{cell.events_per_s:>10,.0f} events/s (compile {cell.compile_s:.1f} s)", flush=True)
             cells.append(cell)
     out = table(cells)
-    cmd = "taskset -c 1 python experiments/model_bench.py --write docs/models.md"
+    cmd = " ".join(["python experiments/model_bench.py", *(argv if argv is not None else sys.argv[1:])])
     block = (f"Measured {time.strftime('%Y-%m-%d')} on {machine()}; ~{events:,} events per step, "
              f"median of {steps} round-robin timed steps after {warmup} warm-up; total wall "
              f"{time.perf_counter() - t_start:.0f} s. Regenerate: `{cmd}`.\n\n{out}")
