@@ -227,7 +227,7 @@ def build_table(runs: Sequence[Run], *, experiment: str, n_boot: int = 2000) -> 
         row.versus = best.label
         row.test = compare(row, best, task=task, metric=primary, n_boot=n_boot)
 
-    rows.sort(key=lambda r: (_natural(r.context), r.kind != "model", r.label))
+    rows.sort(key=lambda r: (_natural(r.context), r.kind != "model", _natural(r.label)))
     return Table(experiment=experiment, task=task, columns=columns, rows=rows,
                  footer=footer_lines(runs, experiment, n_boot=n_boot), primary=primary)
 

@@ -194,3 +194,13 @@ def test_contexts_are_ordered_by_their_numbers(tmp_path):
     table = T.build_table(T.load_runs(tmp_path, "exp"), experiment="exp", n_boot=20)
     contexts = list(dict.fromkeys(r.context for r in table.rows))
     assert contexts == ["(data.options.distance=2)", "(data.options.distance=8)", "(data.options.distance=16)"]
+
+
+def test_model_cells_are_ordered_by_their_numbers(tmp_path):
+    rng = np.random.default_rng(2)
+    hits = (rng.random(50) < 0.3).astype(float)
+    for n in (200, 50, 800, 100):
+        write_run(tmp_path, "vanilla", 0, hits, hits, **{"model.max_len": n})
+    table = T.build_table(T.load_runs(tmp_path, "exp"), experiment="exp", n_boot=20)
+    assert [r.label for r in table.rows if r.kind == "model"] == [
+        f"vanilla (model.max_len={n})" for n in (50, 100, 200, 800)]
