@@ -111,7 +111,7 @@ def test_cells_that_differ_in_config_get_labels(tmp_path):
             write_run(tmp_path, "vanilla", seed, np.ones(10), np.zeros(10), **{"model.max_len": max_len})
     table = T.build_table(T.load_runs(tmp_path, "exp"), experiment="exp", n_boot=50)
     labels = [r.label for r in table.rows if r.kind == "model"]
-    assert labels == ["vanilla (model.max_len=200)", "vanilla (model.max_len=50)"]
+    assert labels == ["vanilla (model.max_len=50)", "vanilla (model.max_len=200)"]  # numeric order
 
 
 def test_seed_derived_options_and_custom_columns(tmp_path):
