@@ -32,6 +32,19 @@ def default_results_dir() -> Path:
     return Path(os.environ.get("ATTNLAB_OUTPUTS", "outputs")) / "results"
 
 
+def published_experiments(results_dir: Path, configs_dir: Path = ROOT / "configs" / "experiment"):
+    """(names, skipped) of the indexed experiments: a published table has a config.
+
+    Runs of plain ``python experiments/train.py`` are indexed too (as ``default``), but
+    they are not one of the tables; ``--all`` leaves them out and says so.
+    """
+    names, skipped = [], []
+    for p in sorted(results_dir.glob("*")):
+        if p.is_dir():
+            (names if (configs_dir / f"{p.name}.yaml").is_file() else skipped).append(p.name)
+    return names, skipped
+
+
 def run_sweep(experiment: str, extra: list[str], log_dir: Path) -> float:
     """``python experiments/train.py -m experiment=<name>``; returns its wall seconds."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +102,8 @@ def log_to_wandb(tables, *, project: str = "attnlab") -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("experiments", nargs="*", help="experiment names (configs/experiment/<name>.yaml)")
-    ap.add_argument("--all", action="store_true", help="every experiment with indexed results")
+    ap.add_argument("--all", action="store_true",
+                    help="every published table (configs/experiment/<name>.yaml) with indexed results")
     ap.add_argument("--run", action="store_true", help="run each experiment's sweep first (finished runs are skipped)")
     ap.add_argument("--fresh", action="store_true", help="with --run: move earlier results aside and re-run everything")
     ap.add_argument("--override", action="append", default=[], help="extra Hydra override for --run (repeatable)")
@@ -105,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     results_dir = args.results_dir or default_results_dir()
     names = list(args.experiments)
     if args.all:
-        names += sorted(p.name for p in results_dir.glob("*") if p.is_dir() and p.name not in names)
+        found, skipped = published_experiments(results_dir)
+        names += [n for n in found if n not in names]
+        for n in skipped:
+            if n not in names:
+                print(f"--all: skipping {results_dir / n}: no configs/experiment/{n}.yaml, so not a "
+                      f"published table (name it to tabulate it: benchmark.py {n})", file=sys.stderr)
     if not names:
         ap.error("name at least one experiment, or --all")
 

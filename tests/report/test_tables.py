@@ -150,6 +150,23 @@ def test_benchmark_cli_writes_formats_and_readme(index, tmp_path):
     assert (out / "exp.md").read_text().strip() in text
 
 
+def test_all_means_the_published_tables(tmp_path):
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import benchmark
+
+    index, configs = tmp_path / "results", tmp_path / "experiment"
+    for name in ("cj_churn", "default", "zeta"):
+        (index / name).mkdir(parents=True)
+    configs.mkdir()
+    (configs / "cj_churn.yaml").write_text("# table\n")
+    (configs / "zeta.yaml").write_text("# table\n")
+    (index / "stray.json").write_text("{}")
+    assert benchmark.published_experiments(index, configs) == (["cj_churn", "zeta"], ["default"])
+    # the real configs: every published table is found, a plain train.py run is not one
+    real, skipped = benchmark.published_experiments(index)
+    assert real == ["cj_churn"] and skipped == ["default", "zeta"]
+
+
 def test_fresh_moves_results_and_checkpoints_aside(index, tmp_path):
     sys.path.insert(0, str(ROOT / "experiments"))
     import benchmark
