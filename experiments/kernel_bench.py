@@ -304,7 +304,8 @@ def render(rows, meta, args) -> str:
     buf.write(f"Shapes: batch {args.batch}, heads {args.heads}, head_dim {args.head_dim}, fp32, "
               "layout [batch, length, heads, head_dim]. Time: median fwd+bwd wall time of "
               "`jax.jit(jax.grad(sum(attention)))` after one warm-up call; all cells of one "
-              "length are timed interleaved (one call each per round, rotated order). Memory: XLA "
+              "length are timed interleaved (one call each per round, rotated order, each "
+              "timed call right after an untimed call of the same cell). Memory: XLA "
               "`compiled.memory_analysis()` temp + argument + output bytes of that program "
               "(not process RSS). GFLOP/s: 14*B*H*D per visible (query, key) pair (causal "
               "counts as half). Peers over `--mem-limit-gib` are skipped.\n\n")
