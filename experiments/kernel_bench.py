@@ -10,14 +10,14 @@ Quick smoke run::
 
 For every (implementation, length, features) cell it reports the median fwd+bwd
 wall time (after one warm-up call, ``block_until_ready``; all cells of one length are
-timed interleaved, round by round, so machine drift hits every peer alike), the peak memory as XLA's
-compiled ``memory_analysis()`` temp + argument + output bytes of the jitted
-fwd+bwd program, and the achieved GFLOP/s (forward ``4*B*H*D`` per visible
+timed interleaved, round by round, so machine drift hits every peer alike), the peak
+memory as XLA's compiled ``memory_analysis()`` temp + argument + output bytes of the
+jitted fwd+bwd program, and the achieved GFLOP/s (forward ``4*B*H*D`` per visible
 (query, key) pair, backward 2.5x forward, so causal counts as half). The machine
-ceiling is the best fp32 2048x2048 matmul GFLOP/s of the same run (timed at start
-and end, and as one more cell in every length's rounds: the conservative choice, since
-a ceiling measured while the machine is slowed would flatter the fraction). Peers: ``jax.nn.dot_product_attention`` (``implementation="xla"``; and
-``"cudnn"`` on GPU) and the naive einsum reference; a peer whose compiled program
+ceiling is the best fp32 2048x2048 matmul GFLOP/s of the same run (timed at start and
+end, and as one more cell in every length's rounds: the conservative choice, since a
+ceiling measured while the machine is slowed would flatter the fraction). Peers:
+``jax.nn.dot_product_attention`` (``implementation="xla"``; and ``"cudnn"`` on GPU) and the naive einsum reference; a peer whose compiled program
 would exceed ``--mem-limit-gib`` is skipped and the table says so.
 """
 
@@ -90,17 +90,6 @@ def peers(features: str, spec: AttentionSpec, backend: str) -> dict:
     return fns
 
 
-def time_call(fn, args, *, repeats: int, budget_s: float) -> tuple[float, int]:
-    jax.block_until_ready(fn(*args))  # warm-up
-    times = []
-    start = time.perf_counter()
-    while len(times) < repeats and (not times or time.perf_counter() - start < budget_s):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), len(times)
-
-
 def time_round_robin(calls: dict, *, min_rounds: int, max_rounds: int, budget_s: float,
                      settle: int = 1, clock=time.perf_counter) -> dict:
     """name -> (median s, n) for zero-argument ``calls``, timed interleaved.
@@ -141,9 +130,10 @@ def matmul_call(n: int = 2048):
     return lambda: f(a), 2 * n**3
 
 
-def matmul_gflops(n: int = 2048) -> float:
-    call, flops = matmul_call(n)
-    t, _ = time_call(lambda: call(), (), repeats=5, budget_s=10.0)
+def matmul_gflops(matmul) -> float:
+    """GFLOP/s of ``matmul = matmul_call()`` on its own (start and end of the run)."""
+    call, flops = matmul
+    (t, _), = time_round_robin({"mm": call}, min_rounds=5, max_rounds=5, budget_s=10.0).values()
     return flops / t / 1e9
 
 
@@ -169,7 +159,8 @@ def prepare_cell(name, fn, q, k, v, length, features, args):
 
 def run(args) -> tuple[list[Row], dict]:
     backend = jax.default_backend()
-    meta = {"load_start": os.getloadavg(), "matmul_start": matmul_gflops()}
+    matmul = matmul_call()  # compiled once; timed alone at start/end and in every length's rounds
+    meta = {"load_start": os.getloadavg(), "matmul_start": matmul_gflops(matmul)}
     rows = []
     b, h, d = args.batch, args.heads, args.head_dim
     for length in args.lengths:
@@ -196,7 +187,7 @@ def run(args) -> tuple[list[Row], dict]:
                 cells.append((row, spec))
         # the matmul is timed in the same rounds too: the table shows how fast the machine
         # was while that length ran; the ceiling for the target is the best of the run
-        mm, mm_flops = matmul_call()
+        mm, mm_flops = matmul
         calls[len(cells)] = mm
         cells.append((Row(CEILING, length, "-"), None))
         # all cells of this length (peers and features alike) in one interleaved loop
@@ -209,7 +200,7 @@ def run(args) -> tuple[list[Row], dict]:
                 row.gflops = flops / row.time_s / 1e9
             print(fmt_row(row), flush=True)
             rows.append(row)
-    meta.update(load_end=os.getloadavg(), matmul_end=matmul_gflops())
+    meta.update(load_end=os.getloadavg(), matmul_end=matmul_gflops(matmul))
     return rows, meta
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -235,8 +236,6 @@ def build_table(runs: Sequence[Run], *, experiment: str, n_boot: int = 2000) -> 
 def _natural(text: str) -> list:
     """Sort key that orders the numbers inside a label by value ("distance=8" before
     "distance=16")."""
-    import re
-
     return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text)]
 
 

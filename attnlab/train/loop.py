@@ -26,9 +26,7 @@ import dataclasses
 import functools
 import itertools
 import logging
-import os
 import resource
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -149,8 +147,7 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
             # (best_trial.py, the insight collectors) see every run of a relaunched sweep
             npz = index_path.with_suffix(".npz")
             if npz.exists():
-                shutil.copyfile(npz, out_dir / ".per_example.npz.tmp")
-                os.replace(out_dir / ".per_example.npz.tmp", out_dir / "per_example.npz")
+                res.atomic_copy(npz, out_dir / "per_example.npz")
             res.write_result(dataclasses.replace(done), out_dir / "result.json")
             done.provenance["skipped"] = True
             return done
@@ -229,7 +226,6 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
                 f"{ckpts.directory} (or use a new output dir) to train {max_epochs} epochs.")
         state.update(resume_key=resume_key, data_fingerprint=store.fingerprint)
         log.info("resumed from %s at epoch %d", ckpts.directory, state["epoch"])
-
 
     patience = int(tr.get("patience", 3))
     monitor = task.monitor

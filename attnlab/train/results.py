@@ -45,30 +45,46 @@ class RunResult:
         return dataclasses.asdict(self)
 
 
-def _publish(tmp: str, path: Path) -> None:
-    """``os.replace`` with the permissions a plain ``open(path, "w")`` would give
-    (``mkstemp`` makes 0600 files; results in a shared folder must stay readable)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+# read once: os.umask can only be read by setting it, which is process-wide (threads)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same dir + ``os.replace``."""
+def _atomic_write(path: str | os.PathLike, write, *, binary: bool, suffix: str = "") -> str:
+    """Write ``path`` through ``write(file)`` on a temp file in the same directory, then
+    ``os.replace``: readers see the old file or the whole new one, never a part. The
+    file gets the permissions a plain ``open(path, "w")`` would give (``mkstemp`` makes
+    0600 files; results in a shared folder must stay readable)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    stem = path.stem if suffix else path.name
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=suffix, dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
-        _publish(tmp, path)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return str(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same dir + ``os.replace``."""
+    _atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> str:
+    """Copy ``src`` to ``dst`` atomically (same guarantees as :func:`atomic_write_text`)."""
+    import shutil
+
+    with open(src, "rb") as fin:
+        return _atomic_write(dst, lambda f: shutil.copyfileobj(fin, f), binary=True,
+                             suffix=Path(dst).suffix)
 
 
 def write_result(result: RunResult, path: str | os.PathLike) -> str:
@@ -81,20 +97,8 @@ def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> str:
     """``np.savez_compressed`` to a temp file in the same directory, then ``os.replace``."""
     import numpy as np
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        _publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return str(path)
+    return _atomic_write(path, lambda f: np.savez_compressed(f, **arrays), binary=True,
+                         suffix=".npz")
 
 
 def _jsonable(x):
