@@ -37,19 +37,9 @@ _NEG = -1e30
 class WindowPath(enum.Enum):
     """How a causal window (``spec.window``) is computed."""
 
-    AUTO = "auto"  # banded up to BANDED_MAX_WINDOW, looped above
-    BANDED = "banded"  # loop-free band of blocks (attnlab.ops.banded); causal only
+    AUTO = "auto"  # banded while its key slab is at most half the sequence, else looped
+    BANDED = "banded"  # one query block x its key slab per step (attnlab.ops.banded); causal only
     LOOP = "loop"  # the blockwise online-softmax loop of this module
-
-
-#: Largest causal window that ``WindowPath.AUTO`` sends to the banded path.
-#: Measured fwd+bwd, 2-core CPU under load, batch 8, 2 heads, head_dim 32, length
-#: 4096, interleaved medians (banded default tiling vs loop 128 x 128): window 16
-#: 128 vs 156 ms, 64: 124 vs 162 ms, 128: 170 vs 158 ms, 256: 259 vs 212 ms, 1024:
-#: 809 vs 485 ms (loop 256 x 256). The band computes ``(m + 1) c`` keys per query,
-#: at least ``window + c``, i.e. as many as the loop visits, and pays for
-#: materialising them; it wins only where the loop's 128-blocks waste most.
-BANDED_MAX_WINDOW = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,17 +54,14 @@ class ChunkConfig:
         window always loops: it is not a band).
       band_block: positions per block ``c`` of the banded path (multiple of 8), or
         None for :func:`band_block_for`.
-      band_group: query blocks per scan step of the banded path, or None for the
-        cache-sized default of :func:`attnlab.ops.banded.band_static`.
-      band_rows: (batch, head) pairs per scan step of the banded path, or None
-        (same default).
+      band_rows: (batch, head) pairs per loop step of the banded path, or None for
+        the cache-sized default of :func:`attnlab.ops.banded.band_static`.
     """
 
     block_q: int = 256
     block_k: int = 256
     window_path: WindowPath = WindowPath.AUTO
     band_block: int | None = None
-    band_group: int | None = None
     band_rows: int | None = None
 
     def __post_init__(self):
@@ -88,35 +75,31 @@ class ChunkConfig:
 
 
 def band_block_for(window: int) -> int:
-    """Heuristic band block ``c`` for a causal window: the window rounded up to a
-    multiple of 8 (so each query block sees its own block and the one before),
-    at least 64 so the batched matmuls are not too thin."""
-    return max(64, _round_up(window, 8))
+    """Heuristic query block ``c`` of the banded path for a causal window.
+
+    Measured fwd+bwd on a 2-core AMD EPYC (batch 8, 2 heads, head_dim 32, length
+    4096, interleaved medians, same run): window 64: c = 64 91 ms, 128: 140, 256:
+    152; window 128: 117 / 132 / 146; window 256: c = 256 156 ms, 128: 188; window
+    512: c = 256 210 ms, 128: 253, 512: 248. XLA:CPU's batched matmuls with a
+    128-sized dimension ran at 64-80 GFLOP/s against 125-140 with 256 (head_dim 32),
+    which outweighs the smaller slab of ``c = 128`` (``K = W + c`` keys per query)."""
+    return 64 if window <= 128 else 256
 
 
 def default_config(length: int, head_dim: int, *, window: int | None = None) -> ChunkConfig:
-    """Heuristic block sizes, measured on a 2-core AVX-512 CPU (batch 8, 2 heads,
-    head_dim 32, fp32, fwd+bwd; see ``docs/kernel_bench.md``).
+    """Heuristic block sizes of the loop path, measured on a 2-core AVX-512 CPU
+    (batch 8, 2 heads, head_dim 32, fp32, fwd+bwd; see ``docs/kernel_bench.md``).
 
     Full/causal: 256 x 256 blocks below 2048 positions, 512 x 512 from 2048 on
     (quiet machine: 2048 205 -> 169 ms, 4096 660 -> 531 ms, 8192 2716 -> 1906 ms;
-    at 512 positions 256 wins, 23 vs 35 ms; at 1024 they tie).
+    at 512 positions 256 wins, 23 vs 35 ms; at 1024 they tie). NOTE: under load
+    (another job on both cores) 512 x 512 measured slower than 256 x 256 (2048: 291
+    vs 228 ms, 4096: 941 vs 815 ms, interleaved medians); the quiet-machine numbers
+    set the default.
 
-    Causal window: the banded path (:mod:`attnlab.ops.banded`) for ``window <=
-    BANDED_MAX_WINDOW`` (its tiling comes from :func:`band_block_for`); larger
-    windows loop, with 128 blocks up to a 512 window (a query block of ``c`` rows
-    visits ``c + window`` keys). NOTE: under load (another job on both cores) 512 x
-    512 measured slower than 256 x 256 (2048: 291 vs 228 ms, 4096: 941 vs 815 ms,
-    interleaved medians); the quiet-machine numbers above set the default.
-
-    Window 256 at 4096 on a 2-core AMD EPYC (interleaved medians, fwd+bwd): the 128
-    loop 163-170 ms; the banded path with ``c = 256`` 157-176 ms and ``c = 128`` 175-230
-    ms depending on its step grouping; loops with 64 / 256 blocks 205-300 ms. Tried
-    and dropped: (a) packing the own-block triangle and the previous-block triangle of
-    ``c = window`` blocks into one ``c x c`` softmax tile (exactly ``window`` entries per
-    row): 190-240 ms, because on XLA:CPU ``q @ k^T`` with ``head_dim`` 32 is bound by
-    writing its ``c x 2c`` output, which packing does not shrink, and the packing selects
-    add passes; (b) unrolling the window loop to its static step count: 194 ms."""
+    Windows: 128 blocks up to a 512 window (a query block of ``c`` rows visits ``c +
+    window`` keys). Causal windows loop only when the banded path declines (see
+    :func:`use_banded`)."""
     del head_dim
     if window is not None and window <= 512:
         return ChunkConfig(block_q=128, block_k=128)
@@ -125,11 +108,32 @@ def default_config(length: int, head_dim: int, *, window: int | None = None) -> 
     return ChunkConfig(block_q=256, block_k=256)
 
 
-def _use_banded(spec: AttentionSpec, cfg: ChunkConfig) -> bool:
+def _band_tiling(length: int, spec: AttentionSpec, cfg: ChunkConfig) -> tuple[int, int]:
+    """``(padded length, keys per slab)`` of the banded path (as in ``band_static``)."""
+    c = min(cfg.band_block or band_block_for(spec.window), _round_up(length, 8))
+    n_pad = _round_up(length, c)
+    prev = min(-(-(spec.window - 1) // c), n_pad // c - 1)
+    return n_pad, min((prev + 1) * c, n_pad)
+
+
+def use_banded(spec: AttentionSpec, cfg: ChunkConfig, length: int) -> bool:
+    """Does a call over ``length`` positions take the banded path?
+
+    Causal windows only (a non-causal window is not a band). ``WindowPath.AUTO``
+    takes it while a query block's key slab ``K`` is at most 3/4 of the padded
+    sequence. Both paths visit about ``window + c`` keys per query, but the loop
+    skips keys past the diagonal in the first ``window`` rows, where the band scores
+    its whole slab; near the full length the band does up to twice the loop's work.
+    Measured at 4096 positions (2-core AMD EPYC, fwd+bwd, interleaved medians, loop
+    with 128 blocks): window 64 91 vs 125 ms, 256 156 vs 183, 512 210 vs 253, 1024
+    328 vs 483, 2048 567 vs 765 (slab 2304 = 0.56 of the length); at 512 positions,
+    window 256 (slab = the length) the loop's 17.0 ms beat the band's 18.0.
+    """
     if spec.window is None or not spec.causal:
         return False
     if cfg.window_path is WindowPath.AUTO:
-        return spec.window <= BANDED_MAX_WINDOW
+        n_pad, slab = _band_tiling(length, spec, cfg)
+        return 4 * slab <= 3 * n_pad
     return cfg.window_path is WindowPath.BANDED
 
 
@@ -467,11 +471,11 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, spec: Attenti
     cfg = config or default_config(n, d, window=spec.window)
     decay_fn = spec.decay_fn if spec.has_decay else None
     scale = float(spec.softmax_scale(d))
-    if _use_banded(spec, cfg):
+    if use_banded(spec, cfg, n):
         st = _banded.band_static(
             n, cfg.band_block or band_block_for(spec.window), window=spec.window,
             num_global=spec.num_global, decay_fn=decay_fn, time_unit=float(spec.time_unit),
-            batch_heads=b * h, group=cfg.band_group, rows=cfg.band_rows)
+            batch_heads=b * h, rows=cfg.band_rows)
         n_pad, fn = st.length, _banded.banded_attention
     else:
         bq, bk, n_pad = _tiling(n, cfg)

@@ -14,13 +14,12 @@ from tests.ops.attention_suite import AttentionSuite, Features, make_qkv, make_s
 
 class TestBandedSmallBlocks(AttentionSuite):
     """Causal windows forced onto the band with 8-position blocks (window 13 spans
-    ``m = 2`` previous blocks), 2 blocks x 2 (batch, head) rows per scan step, so
-    steps, band edges and the global block all straddle each other. Non-causal
+    ``m = 2`` previous blocks), 2 (batch, head) rows per loop step, so slab edges,
+    the clamped first slabs and the global block all straddle each other. Non-causal
     windows and window-free specs run the loop path, as in production."""
 
     def impl(self, q, k, v, spec):
-        cfg = ChunkConfig(window_path=WindowPath.BANDED, band_block=8, band_group=2,
-                          band_rows=2)
+        cfg = ChunkConfig(window_path=WindowPath.BANDED, band_block=8, band_rows=2)
         return chunked_attention(q, k, v, spec=spec, config=cfg)
 
 
@@ -40,7 +39,7 @@ _FORCED = ChunkConfig(window_path=WindowPath.BANDED)
     [
         (150, 37, 0, DecayFn.LOG1P, _FORCED),  # window not a power of two
         (150, 37, 5, DecayFn.LINEAR, ChunkConfig(window_path=WindowPath.BANDED,
-                                                  band_block=16, band_group=3)),
+                                                  band_block=16, band_rows=3)),
         (100, 300, 4, DecayFn.LOG1P, _FORCED),  # window > length: plain causal
         (90, 16, 24, DecayFn.LOG1P, _FORCED),  # globals overlap the band
         (90, 16, 24, None, ChunkConfig(window_path=WindowPath.BANDED, band_block=8)),
@@ -81,14 +80,20 @@ def test_band_geometry(length, block, window, expected):
                             time_unit=1.0, batch_heads=16)
     assert (st.length, st.block, st.prev) == expected
     assert st.prev * st.block >= window - 1 or st.prev == st.num_blocks - 1
-    assert st.num_blocks % st.group == 0 and st.bh % st.rows == 0
+    assert st.bh % st.rows == 0
 
 
-def test_default_step_fits_budget():
-    st = banded.band_static(4096, 64, window=64, num_global=0, decay_fn=None,
-                            time_unit=1.0, batch_heads=16)
-    assert st.rows * st.group * st.block * st.band <= banded.STEP_SCORES
-    assert st.rows == 16 and st.group > 1
+@pytest.mark.parametrize("block,window,batch_heads,rows", [
+    (64, 64, 16, 16),  # 64 x 128 scores per row: every row fits one step
+    (256, 256, 16, 4),  # 256 x 512 per row: 4 rows make 2^19 scores
+    (256, 256, 6, 3),  # lowered to a divisor of batch * heads
+    (1024, 2048, 16, 1),  # one row is already over budget: at least one
+])
+def test_default_step_fits_budget(block, window, batch_heads, rows):
+    st = banded.band_static(4096, block, window=window, num_global=0, decay_fn=None,
+                            time_unit=1.0, batch_heads=batch_heads)
+    assert st.rows == rows
+    assert st.rows * st.block * st.band <= max(banded.STEP_SCORES, st.block * st.band)
 
 
 @pytest.mark.parametrize("num_global,length,window,expected", [
@@ -103,32 +108,40 @@ def test_global_keys(num_global, length, window, expected):
     assert st.global_keys == expected
 
 
-@pytest.mark.parametrize("prev", [0, 1, 3])
-def test_unband_is_adjoint_of_band(prev):
-    """<band(x), y> == <x, unband(y)>: dk / dv are scattered back exactly."""
-    c, nb = 8, 5
-    st = banded.BandStatic(length=c * nb, block=c, prev=prev, window=1, num_global=0,
-                           global_keys=0, group=1, bh=2, rows=1, decay_fn=None,
-                           time_unit=1.0)
-    rng = np.random.default_rng(prev)
-    x = jnp.asarray(rng.standard_normal((2, c * nb, 3), np.float32))
-    y = jnp.asarray(rng.standard_normal((2, nb, (prev + 1) * c, 3), np.float32))
-    lhs = jnp.sum(banded._band(x, st, 1) * y)
-    rhs = jnp.sum(x * banded._unband(y, st))
-    np.testing.assert_allclose(float(lhs), float(rhs), rtol=1e-5)
-
-
-@pytest.mark.parametrize("spec,config,banded_path", [
-    (AttentionSpec(window=64), None, True),
-    (AttentionSpec(window=65), None, False),
-    (AttentionSpec(window=65), _FORCED, True),
-    (AttentionSpec(window=16), ChunkConfig(window_path=WindowPath.LOOP), False),
-    (AttentionSpec(causal=False, window=16), _FORCED, False),  # not a band
-    (AttentionSpec(), _FORCED, False),
+@pytest.mark.parametrize("length,block,window", [
+    (4096, 256, 256), (4096, 128, 256), (200, 16, 37), (63, 16, 13), (7, 64, 40),
+    (100, 64, 300), (96, 8, 1), (96, 32, 33),
 ])
-def test_routing(spec, config, banded_path):
-    cfg = config or xla_chunked.default_config(256, 16, window=spec.window)
-    assert xla_chunked._use_banded(spec, cfg) is banded_path
+def test_slab_holds_every_key_in_the_window(length, block, window):
+    """Each step's key slab [k0, k0 + K) lies inside the sequence and contains every
+    key any of its queries sees through the window."""
+    st = banded.band_static(length, block, window=window, num_global=0, decay_fn=None,
+                            time_unit=1.0, batch_heads=2, rows=1)
+    seen_rows = set()
+    for step in range(st.num_steps):
+        r0, q0, k0 = (int(x) for x in banded.slab_origin(jnp.int32(step), st))
+        seen_rows.add(r0)
+        assert 0 <= k0 and k0 + st.band <= st.length
+        for i in range(q0, q0 + st.block):
+            lo = max(0, i - window + 1)
+            assert k0 <= lo and i < k0 + st.band, (step, i, k0)
+    assert seen_rows == {0, 1}
+
+
+@pytest.mark.parametrize("spec,length,config,banded_path", [
+    (AttentionSpec(window=64), 256, None, True),  # slab 128 of 256
+    (AttentionSpec(window=256), 4096, None, True),  # slab 512
+    (AttentionSpec(window=2048), 4096, None, True),  # slab 2304 <= 3/4 of 4096
+    (AttentionSpec(window=256), 512, None, False),  # slab = the whole sequence
+    (AttentionSpec(window=4096), 4096, None, False),
+    (AttentionSpec(window=256), 512, _FORCED, True),
+    (AttentionSpec(window=16), 4096, ChunkConfig(window_path=WindowPath.LOOP), False),
+    (AttentionSpec(causal=False, window=16), 4096, _FORCED, False),  # not a band
+    (AttentionSpec(), 4096, _FORCED, False),
+])
+def test_routing(spec, length, config, banded_path):
+    cfg = config or xla_chunked.default_config(length, 16, window=spec.window)
+    assert xla_chunked.use_banded(spec, cfg, length) is banded_path
 
 
 def test_backward_memory_is_linear_in_length():
