@@ -94,7 +94,8 @@ class BandStatic:
 
     @property
     def band(self) -> int:
-        """Keys per slab ``K = (m + 1) c`` (the whole sequence if it is shorter)."""
+        """Keys per slab ``K = (m + 1) c`` (the whole sequence if it is shorter; as in
+        :func:`slab_tiling`)."""
         return min((self.prev + 1) * self.block, self.length)
 
     @property
@@ -115,6 +116,16 @@ def _largest_divisor(n: int, at_most: int) -> int:
     return max(x for x in range(1, min(at_most, n) + 1) if n % x == 0)
 
 
+def slab_tiling(length: int, block: int, window: int) -> tuple[int, int, int, int]:
+    """``(c, padded length, m, K)`` for a causal window of ``window`` over ``length``
+    positions: ``block`` clipped to the (8-rounded) length, the length padded to a
+    multiple of it, the previous blocks a slab reaches back and the keys per slab."""
+    c = min(block, _round_up(length, 8))
+    n_pad = _round_up(length, c)
+    prev = min(-(-(window - 1) // c), n_pad // c - 1)
+    return c, n_pad, prev, min((prev + 1) * c, n_pad)
+
+
 def band_static(length: int, block: int, *, window: int, num_global: int,
                 decay_fn: DecayFn | None, time_unit: float, batch_heads: int,
                 rows: int | None = None) -> BandStatic:
@@ -125,13 +136,9 @@ def band_static(length: int, block: int, *, window: int, num_global: int,
     rows and one query block; by default as many rows as fit :data:`STEP_SCORES`
     (at least one), lowered to a divisor of ``batch_heads``.
     """
-    c = min(block, _round_up(length, 8))
-    n_pad = _round_up(length, c)
-    nb = n_pad // c
-    prev = min(-(-(window - 1) // c), nb - 1)
-    slab_scores = c * min((prev + 1) * c, n_pad)
+    c, n_pad, prev, slab = slab_tiling(length, block, window)
     if rows is None:
-        rows = max(1, min(batch_heads, STEP_SCORES // slab_scores))
+        rows = max(1, min(batch_heads, STEP_SCORES // (c * slab)))
     rows = _largest_divisor(batch_heads, rows)
     # Global keys are needed only by queries whose window misses some of them.
     g = min(num_global, length)

@@ -37,7 +37,7 @@ _NEG = -1e30
 class WindowPath(enum.Enum):
     """How a causal window (``spec.window``) is computed."""
 
-    AUTO = "auto"  # banded while its key slab is at most half the sequence, else looped
+    AUTO = "auto"  # banded while its key slab is at most 3/4 of the sequence, else looped
     BANDED = "banded"  # one query block x its key slab per step (attnlab.ops.banded); causal only
     LOOP = "loop"  # the blockwise online-softmax loop of this module
 
@@ -108,12 +108,8 @@ def default_config(length: int, head_dim: int, *, window: int | None = None) -> 
     return ChunkConfig(block_q=256, block_k=256)
 
 
-def _band_tiling(length: int, spec: AttentionSpec, cfg: ChunkConfig) -> tuple[int, int]:
-    """``(padded length, keys per slab)`` of the banded path (as in ``band_static``)."""
-    c = min(cfg.band_block or band_block_for(spec.window), _round_up(length, 8))
-    n_pad = _round_up(length, c)
-    prev = min(-(-(spec.window - 1) // c), n_pad // c - 1)
-    return n_pad, min((prev + 1) * c, n_pad)
+def _band_block(spec: AttentionSpec, cfg: ChunkConfig) -> int:
+    return cfg.band_block or band_block_for(spec.window)
 
 
 def use_banded(spec: AttentionSpec, cfg: ChunkConfig, length: int) -> bool:
@@ -132,7 +128,7 @@ def use_banded(spec: AttentionSpec, cfg: ChunkConfig, length: int) -> bool:
     if spec.window is None or not spec.causal:
         return False
     if cfg.window_path is WindowPath.AUTO:
-        n_pad, slab = _band_tiling(length, spec, cfg)
+        _, n_pad, _, slab = _banded.slab_tiling(length, _band_block(spec, cfg), spec.window)
         return 4 * slab <= 3 * n_pad
     return cfg.window_path is WindowPath.BANDED
 
@@ -473,7 +469,7 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, spec: Attenti
     scale = float(spec.softmax_scale(d))
     if use_banded(spec, cfg, n):
         st = _banded.band_static(
-            n, cfg.band_block or band_block_for(spec.window), window=spec.window,
+            n, _band_block(spec, cfg), window=spec.window,
             num_global=spec.num_global, decay_fn=decay_fn, time_unit=float(spec.time_unit),
             batch_heads=b * h, rows=cfg.band_rows)
         n_pad, fn = st.length, _banded.banded_attention

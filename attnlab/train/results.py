@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from importlib import metadata
@@ -80,8 +81,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> str:
     """Copy ``src`` to ``dst`` atomically (same guarantees as :func:`atomic_write_text`)."""
-    import shutil
-
     with open(src, "rb") as fin:
         return _atomic_write(dst, lambda f: shutil.copyfileobj(fin, f), binary=True,
                              suffix=Path(dst).suffix)
