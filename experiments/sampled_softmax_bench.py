@@ -48,7 +48,7 @@ cfg = {"name": "vanilla", "d_model": 64, "n_layers": 2, "n_heads": 2, "max_len":
 runs = {}
 for name, t in [("full", full_t), (f"sampled{a.negatives}", samp_t)]:
     m = build_model(cfg, n_items=V, seed=0)
-    opt = nnx.Optimizer(m, make_optimizer({"lr": 1e-3, "weight_decay": 0.01, "warmup_steps": 0}), wrt=nnx.Param)
+    opt = nnx.Optimizer(m, make_optimizer({"lr": 1e-3, "weight_decay": 0.01, "warmup": 0.0, "schedule": "constant"}), wrt=nnx.Param)
     step = nnx.jit(functools.partial(_train_step, loss=NextItemTask.loss))
     t0 = time.perf_counter()
     for i in range(2):
@@ -72,7 +72,7 @@ if a.steps and os.environ.get("FLOOR"):
     # floor: same model and optimizer, churn loss (no catalogue scoring at all)
     from attnlab.train.tasks import ChurnTask
     m = build_model(cfg, n_items=V, seed=0)
-    opt = nnx.Optimizer(m, make_optimizer({"lr": 1e-3, "weight_decay": 0.01, "warmup_steps": 0}), wrt=nnx.Param)
+    opt = nnx.Optimizer(m, make_optimizer({"lr": 1e-3, "weight_decay": 0.01, "warmup": 0.0, "schedule": "constant"}), wrt=nnx.Param)
     step = nnx.jit(functools.partial(_train_step, loss=ChurnTask.loss))
     y = np.zeros(B, np.float32)
     for i in range(2):

@@ -2,7 +2,8 @@
 
 Ranking baselines (next_item / next_basket) are fitted on the ``train_end`` prefixes and
 score the catalogue from each example's visible history; churn baselines are fitted on
-the labelled ``split.train`` examples.
+the labelled ``split.train`` examples. Churn baselines listed in :data:`SELECT_ON_VALID`
+also receive ``split.valid`` to choose their hyperparameters (never ``split.test``).
 
 Both builders take an optional ``fit_seconds`` dict that they fill with each
 baseline's fit wall time (``time.perf_counter``, construction + ``fit``; the module
@@ -25,12 +26,21 @@ RANKING = {
     "ease": ("attnlab.baselines.cf", "EASE"),
     "als": ("attnlab.baselines.cf", "ALS"),
     "bpr": ("attnlab.baselines.cf", "BPR"),
+    "p_topfreq": ("attnlab.baselines.nbr", "PTopFreq"),
+    "up_cf": ("attnlab.baselines.nbr", "UPCF"),
+    "tifu_knn": ("attnlab.baselines.nbr", "TIFUKNN"),
+    "planted_oracle": ("attnlab.baselines.planted_oracle", "PlantedOracle"),  # synthetic cue mode: the ceiling
 }
 CHURN = {
     "recency_frequency": ("attnlab.baselines.recency", "RecencyFrequency"),
     "rfm": ("attnlab.baselines.rfm", "RFMChurn"),
     "bgnbd": ("attnlab.baselines.bgnbd", "BGNBDChurn"),
+    "hgb": ("attnlab.baselines.gbm", "HGBChurn"),
 }
+HORIZON = {"bgnbd", "hgb"}
+"""Churn baselines constructed with ``horizon_days``."""
+SELECT_ON_VALID = {"hgb"}
+"""Churn baselines fitted as ``fit(store, split.train, valid=split.valid)``."""
 
 
 def _cls(table: dict, name: str, kind: str):
@@ -44,9 +54,9 @@ def _cls(table: dict, name: str, kind: str):
 
 
 def _fit(cls, kwargs: dict[str, Any], data, store: SequenceStore, name: str,
-         fit_seconds: dict[str, float] | None):
+         fit_seconds: dict[str, float] | None, fit_kwargs: dict[str, Any] | None = None):
     t0 = time.perf_counter()
-    fitted = cls(**kwargs).fit(store, data)
+    fitted = cls(**kwargs).fit(store, data, **(fit_kwargs or {}))
     if fit_seconds is not None:
         fit_seconds[name] = time.perf_counter() - t0
     return fitted
@@ -73,6 +83,7 @@ def churn_baselines(names, store: SequenceStore, split: Split, *, horizon_days: 
     out = {}
     for n in names:
         cls = _cls(CHURN, n, "churn")
-        kwargs: dict[str, Any] = {"horizon_days": horizon_days} if n == "bgnbd" else {}
-        out[n] = _fit(cls, kwargs, split.train, store, n, fit_seconds).prob
+        kwargs: dict[str, Any] = {"horizon_days": horizon_days} if n in HORIZON else {}
+        fit_kwargs = {"valid": split.valid} if n in SELECT_ON_VALID else None
+        out[n] = _fit(cls, kwargs, split.train, store, n, fit_seconds, fit_kwargs).prob
     return out

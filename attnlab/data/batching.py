@@ -40,6 +40,8 @@ class Batch:
       lengths: int32[batch] number of valid positions.
       index: int64 absolute store index of each position (-1 at padding).
       targets: int32 per-position training target item (0 = none), or None.
+      mem_item, mem_count, mem_time: the history memory (:func:`history_memory`),
+        ``[batch, K]``, or None when the batch was made with ``memory=0``.
     """
 
     item: np.ndarray
@@ -54,13 +56,16 @@ class Batch:
     lengths: np.ndarray
     index: np.ndarray
     targets: np.ndarray | None = None
+    mem_item: np.ndarray | None = None
+    mem_count: np.ndarray | None = None
+    mem_time: np.ndarray | None = None
 
     def model_inputs(self) -> dict[str, np.ndarray]:
-        """The arrays a model reads (everything except bookkeeping)."""
+        """The arrays a model reads (everything except bookkeeping; memory if made)."""
         d = dataclasses.asdict(self)
         d.pop("index")
         d.pop("targets")
-        return d
+        return {k: v for k, v in d.items() if v is not None}
 
 
 def window_indices(
@@ -86,6 +91,7 @@ def make_batch(
     cutoffs: np.ndarray | None,
     max_len: int,
     targets: np.ndarray | None = None,
+    memory: int = 0,
 ) -> Batch:
     """Gather a padded batch.
 
@@ -100,6 +106,8 @@ def make_batch(
       max_len: window length; older events are truncated.
       targets: optional ``int32[n_events]`` per-event training target (from
         :func:`next_basket_targets`), gathered at each position.
+      memory: ``K > 0`` adds the history memory of the events before the window
+        (:func:`history_memory`), with times on the same reference as ``time``.
     """
     customers = np.asarray(customers, dtype=np.int64)
     ends = np.asarray(ends, dtype=np.int64)
@@ -127,6 +135,12 @@ def make_batch(
     days = np.floor_divide(t, 86400)
     weekday = np.where(valid, (days + 3) % 7, 0).astype(np.int32)
     hour = np.where(valid, (t % 86400) // 3600, 0).astype(np.int32)
+    mem = {}
+    if memory:
+        mi, mc, mt = history_memory(store, starts, ends - lengths, k=memory)
+        ref = cut[:, 0]
+        mem = dict(mem_item=mi, mem_count=mc,
+                   mem_time=np.where(mi > 0, (mt - ref[:, None]) / SECONDS_PER_DAY, 0.0).astype(np.float32))
     return Batch(
         item=take(store.item, np.int32),
         event_type=take(store.event_type, np.int32),
@@ -140,7 +154,60 @@ def make_batch(
         lengths=lengths,
         index=idx,
         targets=None if targets is None else take(targets, np.int32),
+        **mem,
     )
+
+
+def history_memory(store: SequenceStore, starts: np.ndarray, firsts: np.ndarray, *, k: int,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` most purchased items of each row's events before its window.
+
+    Row ``m`` reads the events ``[starts[m], firsts[m])`` -- the customer's history
+    older than the model's window, so every position of the window may see it -- and
+    keeps its purchased items (``PURCHASE``, item > 0) ranked by count, ties by the most
+    recent purchase. With it the copy head reaches the whole visible history, as
+    personal repeat does, while attention stays on the last ``max_len`` events.
+
+    Returns:
+      ``(item int32[m, k], log1p_count float32[m, k], last_time int64[m, k])``; empty
+      slots hold item 0 (the last purchase time in seconds, 0 when empty).
+    """
+    starts = np.asarray(starts, np.int64)
+    firsts = np.maximum(np.asarray(firsts, np.int64), starts)
+    m = len(starts)
+    out_i = np.zeros((m, k), np.int32)
+    out_c = np.zeros((m, k), np.float32)
+    out_t = np.zeros((m, k), np.int64)
+    sizes = firsts - starts
+    total = int(sizes.sum())
+    if total == 0 or k == 0:
+        return out_i, out_c, out_t
+    row = np.repeat(np.arange(m), sizes)
+    idx = np.repeat(starts - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes) + np.arange(total)
+    item = np.asarray(store.item)[idx].astype(np.int64)
+    keep = (item > 0) & (np.asarray(store.event_type)[idx] == EventType.PURCHASE)
+    row, item, t = row[keep], item[keep], np.asarray(store.time)[idx][keep]
+    if len(row) == 0:
+        return out_i, out_c, out_t
+    key = row * (store.n_items + 1) + item
+    order = np.lexsort((t, key))
+    key, t = key[order], t[order]
+    first = np.ones(len(key), bool)
+    first[1:] = key[1:] != key[:-1]
+    starts_u = np.flatnonzero(first)
+    ukey = key[starts_u]
+    count = np.diff(np.append(starts_u, len(key)))
+    last_t = t[np.append(starts_u[1:], len(key)) - 1]   # times sorted within a key: the last is the latest
+    urow, uitem = ukey // (store.n_items + 1), ukey % (store.n_items + 1)
+    rank_order = np.lexsort((-last_t, -count, urow))
+    urow, uitem, count, last_t = urow[rank_order], uitem[rank_order], count[rank_order], last_t[rank_order]
+    row_start = np.searchsorted(urow, np.arange(m))
+    rank = np.arange(len(urow)) - row_start[urow]
+    sel = rank < k
+    out_i[urow[sel], rank[sel]] = uitem[sel]
+    out_c[urow[sel], rank[sel]] = np.log1p(count[sel])
+    out_t[urow[sel], rank[sel]] = last_t[sel]
+    return out_i, out_c, out_t
 
 
 def basket_groups(store: SequenceStore) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -200,3 +267,25 @@ def next_basket_targets(store: SequenceStore, train_end: np.ndarray) -> np.ndarr
     # Positions at/after train_end are never trained on.
     targets = np.where(np.arange(n) < np.asarray(train_end)[cust_of_event], targets, 0)
     return targets.astype(np.int32)
+
+
+def window_ends(store: SequenceStore, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate training-window ends: just after the last event of every basket group
+    whose positions have a target (from :func:`next_basket_targets`).
+
+    A window ending there puts a basket's last event in its last slot, exactly where a
+    test history ends (just before the next basket), and that slot has a target.
+
+    Returns:
+      ``(ends int64[n_ends], offsets int64[n_customers + 1])``: customer ``c``'s
+      candidate exclusive ends are ``ends[offsets[c]:offsets[c + 1]]``, ascending.
+    """
+    if store.n_events == 0:
+        return np.zeros(0, np.int64), np.zeros(store.n_customers + 1, np.int64)
+    _, gstart, gsize = basket_groups(store)
+    last = gstart + gsize - 1
+    ok = np.asarray(targets)[last] > 0
+    ends = (last[ok] + 1).astype(np.int64)
+    cust = np.repeat(np.arange(store.n_customers), np.asarray(store.lengths))[last[ok]]
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(cust, minlength=store.n_customers))]).astype(np.int64)
+    return ends, offsets

@@ -481,7 +481,8 @@ def default_churn_cutoff(store: SequenceStore, *, horizon: DurationLike = 8 * WE
 def churn_split(store: SequenceStore, *, cutoff: TimeLike | None = None,
                 horizon: DurationLike = 8 * WEEK,
                 mode: ChurnMode | str = ChurnMode.TEMPORAL, seed: int = 0,
-                fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> Split:
+                fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+                train_stride: DurationLike | None = None) -> Split:
     """Churn protocol: label 1 iff the customer makes NO purchase in ``[c, c + horizon)``.
 
     A purchase is any ``PURCHASE`` event (item ids not needed). Only customers with at
@@ -504,6 +505,12 @@ def churn_split(store: SequenceStore, *, cutoff: TimeLike | None = None,
       mode: a :class:`ChurnMode` (or its value).
       seed: seeds the customer split (``HOLDOUT_CUSTOMERS``).
       fractions: (train, valid, test) shares for ``HOLDOUT_CUSTOMERS``; sum to 1.
+      train_stride: None = one training cut-off (above). A duration (e.g. ``"1W"``) =
+        rolling training cut-offs ``c_train - k * stride`` (``k = 0, 1, ...``, while some
+        customer has a purchase before it): every label window that ends by the
+        validation cut-off (``TEMPORAL``), or by ``c + horizon`` for the train customers
+        (``HOLDOUT_CUSTOMERS``), becomes training examples, so a model sees many labels
+        per customer instead of one. Valid and test examples are unchanged.
 
     Returns:
       ``Split(protocol="churn")`` whose ``train``/``valid``/``test`` carry ``label``
@@ -527,6 +534,32 @@ def churn_split(store: SequenceStore, *, cutoff: TimeLike | None = None,
     report: dict[str, Any] = {"protocol": Protocol.CHURN.value, "mode": mode.value,
                               "horizon_days": h / DAY, "n_customers": int(n_c)}
 
+    def rolling(first: int, customers: np.ndarray | None) -> Examples:
+        """Training examples at ``first, first - stride, ...`` (rows by customer, then time)."""
+        stride = to_duration_seconds(train_stride)
+        parts, cutoffs = [], []
+        lo = first
+        while lo > t0:
+            active = _purchase_counts(store, cust, None, lo, need_item=False) > 0
+            if not active.any():
+                break
+            parts.append(window(lo, customers, "train"))
+            cutoffs.append(lo)
+            lo -= stride
+        report["train_cutoff"] = _iso(first)   # the latest; the others are stride apart before it
+        report["train_cutoffs"] = len(cutoffs)
+        report["train_first_cutoff"] = _iso(cutoffs[-1])
+        report.pop("train_excluded_no_purchase_before_cutoff", None)   # differs per cut-off
+        report["train_stride_days"] = stride / DAY
+        ex = _examples(*(np.concatenate([getattr(p, k) for p in parts])
+                         for k in ("customer", "end", "cutoff")),
+                       label=np.concatenate([p.label for p in parts]))
+        order = np.lexsort((ex.cutoff, ex.customer))
+        ex = ex.take(order)
+        report["train_n_examples"] = len(ex)
+        report["train_churn_rate"] = float(ex.label.mean())
+        return ex
+
     def window(lo: int, customers: np.ndarray | None, name: str) -> Examples:
         active = _purchase_counts(store, cust, None, lo, need_item=False) > 0
         if customers is None:
@@ -549,7 +582,8 @@ def churn_split(store: SequenceStore, *, cutoff: TimeLike | None = None,
             raise ValueError(f"temporal churn needs inputs before the train cutoff {_iso(trc)} "
                              f"(= test cutoff - 2 x horizon) but the data starts {_iso(t0)}; "
                              "use mode='holdout_customers' or a shorter horizon")
-        train, valid, test = window(trc, None, "train"), window(vc, None, "valid"), window(c, None, "test")
+        train = window(trc, None, "train") if train_stride is None else rolling(trc, None)
+        valid, test = window(vc, None, "valid"), window(c, None, "test")
         train_end = _first_index_at(store, cust, vc)
     else:
         f = np.asarray(fractions, dtype=np.float64)
@@ -563,6 +597,8 @@ def churn_split(store: SequenceStore, *, cutoff: TimeLike | None = None,
         n_tr, n_va = int(round(f[0] * len(elig))), int(round(f[1] * len(elig)))
         groups = [np.sort(perm[:n_tr]), np.sort(perm[n_tr:n_tr + n_va]), np.sort(perm[n_tr + n_va:])]
         train, valid, test = (window(c, g, name) for g, name in zip(groups, ("train", "valid", "test")))
+        if train_stride is not None:
+            train = rolling(c, groups[0])
         train_end = store.offsets[:-1].astype(np.int64).copy()
         train_end[groups[0]] = _first_index_at(store, cust, c)[groups[0]]
         report["seed"] = int(seed)

@@ -13,7 +13,11 @@ source item ids), :func:`evaluate_next_item` also reports the metrics restricted
 test examples whose target is a planted target item (``planted/...``), and whether the
 matching trigger is visible in the example's history window: the ``max_len`` most
 recent visible events (the model's window), or the whole visible history when
-``max_len`` is None. Stores without pairs get exactly the plain metrics.
+``max_len`` is None. When the store also names a cue item (the simulator's
+``trigger_mode="cue"`` writes ``meta["source_meta"]["cue_item"]``), ``planted/cued``
+is the share of planted rows whose latest visible event is the cue. Stores without
+pairs get exactly the plain metrics. Validation reports the same keys, so
+``task.monitor: planted/hr@1`` selects checkpoints on the planted rows.
 """
 
 from __future__ import annotations
@@ -136,6 +140,23 @@ def planted_pairs(store: SequenceStore) -> np.ndarray:
     return (pos[found] + 1).astype(np.int64)
 
 
+def _source_item_index(store: SequenceStore, item_id) -> int:
+    """Vocabulary index of a source item id, 0 when absent."""
+    if item_id is None:
+        return 0
+    vocab = np.asarray(store.item_vocab)[1:]
+    pos = int(np.searchsorted(vocab, int(item_id)))
+    return pos + 1 if pos < len(vocab) and vocab[pos] == int(item_id) else 0
+
+
+def planted_cue(store: SequenceStore) -> int:
+    """Vocabulary index of the planted cue item (``meta["source_meta"]["cue_item"]`` or
+    ``meta["cue_item"]``, a source item id); 0 when the store has none."""
+    meta = store.meta or {}
+    cue = (meta.get("source_meta") or {}).get("cue_item", meta.get("cue_item"))
+    return _source_item_index(store, cue)
+
+
 def planted_trigger_back(store: SequenceStore, examples: Examples,
                          pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Which examples have a planted target, and how far back their trigger is.
@@ -197,14 +218,16 @@ def planted_metrics(store: SequenceStore, examples: Examples, ranks: np.ndarray,
       :func:`planted_trigger_back`), ``planted/visible`` (1/0 on planted rows),
       ``planted/hr@1``, ``planted/hr@k``, ``planted/mrr`` (on planted rows) and
       ``planted/visible_hr@1``, ``planted/visible_hr@k`` (on planted rows whose trigger
-      is visible); NaN on the other rows. Metrics: ``planted/n`` (planted examples) and
-      the mean of every per-example array but the first two over the rows where it is
-      defined (``planted/visible`` = share of planted examples whose trigger is in the
-      window; NaN when no row qualifies).
+      is visible); NaN on the other rows. With a cue item in the store (:func:`planted_cue`)
+      also ``planted/cued`` (1/0 on planted rows: the latest visible event is the cue).
+      Metrics: ``planted/n`` (planted examples) and the mean of every per-example array
+      but the first two over the rows where it is defined (``planted/visible`` = share of
+      planted examples whose trigger is in the window; NaN when no row qualifies).
     """
     if pairs is None:
         pairs = planted_pairs(store)
     planted, back = planted_trigger_back(store, examples, pairs)
+    cue = planted_cue(store)
     visible = ~np.isnan(back)
     if max_len is not None:
         visible &= np.nan_to_num(back, nan=np.inf) <= int(max_len)
@@ -220,6 +243,11 @@ def planted_metrics(store: SequenceStore, examples: Examples, ranks: np.ndarray,
     per["planted/mrr"] = np.where(planted, 1.0 / r, np.nan)
     for k in cut:
         per[f"planted/visible_hr@{k}"] = np.where(planted & visible, (r <= k).astype(np.float64), np.nan)
+    if cue:
+        starts = np.asarray(store.offsets)[examples.customer]
+        ends = np.asarray(examples.end)
+        latest = np.where(ends > starts, np.asarray(store.item)[np.maximum(ends - 1, 0)], 0)
+        per["planted/cued"] = np.where(planted, (latest == cue).astype(np.float64), np.nan)
     metrics = {"planted/n": float(planted.sum())}
     metrics.update(M.nan_means({k: v for k, v in per.items()
                                 if k not in ("planted", "planted/trigger_back")}))

@@ -371,7 +371,8 @@ def explain_prediction(model: SequenceModel, store: SequenceStore, customer: int
     max_len = int(max_len or model.max_len)
     tr = TimeReference(time_reference)
     batch = make_batch(store, customers=np.array([customer]), ends=np.array([end]),
-                       cutoffs=np.array([cutoff]) if tr is TimeReference.CUTOFF else None, max_len=max_len)
+                       cutoffs=np.array([cutoff]) if tr is TimeReference.CUTOFF else None, max_len=max_len,
+                       memory=model.history_memory)
     n = int(batch.lengths[0])
     if n == 0:
         raise ValueError(f"customer row {customer} has no event before end={end}: nothing to explain")
@@ -390,8 +391,8 @@ def explain_prediction(model: SequenceModel, store: SequenceStore, customer: int
     if model.copy is not None:  # the copy head's pointer: which past items it would re-predict
         h = jnp.asarray(trace.hidden)
         last = jnp.asarray(trace.lengths - 1)[:, None]
-        w, log_g, _ = model.copy.pointer(h[:, n - 1:n], h, last, jnp.asarray(trace.lengths),
-                                         jnp.asarray(batch.item))
+        inputs = {k: jnp.asarray(v) for k, v in batch.model_inputs().items()}
+        w, _, log_g, _ = model.copy_pointer(h[:, n - 1:n], h, last, inputs)  # window slots first
         copy_gate = float(np.exp(np.asarray(log_g)[0, 0]))
         parts.append((COPY, pd.NA, pd.NA, np.asarray(w)[0, 0, :n]))
     frames = []

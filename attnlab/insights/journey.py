@@ -101,7 +101,8 @@ def attention_mass(model: SequenceModel, store: SequenceStore, examples: Example
     for lo in range(0, len(examples), batch_size):
         sel = np.arange(lo, min(lo + batch_size, len(examples)))
         b = make_batch(store, customers=examples.customer[sel], ends=examples.end[sel],
-                       cutoffs=examples.cutoff[sel] if tr is TimeReference.CUTOFF else None, max_len=max_len)
+                       cutoffs=examples.cutoff[sel] if tr is TimeReference.CUTOFF else None, max_len=max_len,
+                       memory=model.history_memory)
         trace = trace_attention(model, _pad(b.model_inputs(), batch_size), linear=linear)
         _, roll = last_query_weights(trace)
         valid = b.index >= 0

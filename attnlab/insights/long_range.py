@@ -1,15 +1,22 @@
-"""Long-range memory: accuracy on a planted dependency vs its distance, per model family.
+"""Long-range memory: accuracy on a planted, cued dependency vs its distance, per family.
 
-The synthetic simulator (:mod:`attnlab.data.sources.synthetic`) plants (trigger, target)
-item pairs: a customer's basket ``s`` holds trigger ``j`` and basket ``s + distance``
-holds target ``j``. Under the ``next_item`` protocol some test customers end on their
-target basket; :func:`attnlab.eval.evaluate.evaluate_next_item` scores those examples
-separately (``planted/hr@k``, ``planted/n``, whether the trigger is in the window).
-This module builds the distance x model x seed grid, collects the run results into a
-tidy table and plots planted accuracy against distance.
+The synthetic simulator in cue mode (:mod:`attnlab.data.sources.synthetic`,
+``trigger_mode="cue"``) gives every customer one episode: trigger ``j``, then
+``distance - 2`` regular baskets, then a cue item, then target ``j``. The cue says
+*when* to recall, the trigger *which* target, so accuracy at the cue measures memory
+over ``distance`` events, not exact-lag counting. Under the ``next_item`` protocol a
+quarter of the test customers (and a quarter of the validation rows) end on
+``cue -> target``; :func:`attnlab.eval.evaluate.evaluate_next_item` scores those rows
+separately (``planted/hr@1``, ``planted/mrr``, ``planted/n``, ``planted/cued``, whether
+the trigger is in the window), and the experiment selects checkpoints on the validation
+``planted/hr@1``. This module builds the distance x model x seed grid (each distance with
+its own window, :data:`MAX_LEN`), collects the run results into a tidy table, reports
+where each family stops remembering (:func:`memory_limits`) and plots planted accuracy
+against distance.
 
     overrides = sweep_overrides()                    # one Hydra override list per job
     df = collect_results("outputs/multirun/long_range")
+    memory_limits(df)                                # per family: remembers up to / forgets at
     fig = plot_accuracy_vs_distance(df)
 
 The grid itself lives in ``configs/experiment/long_range.yaml``
@@ -27,22 +34,41 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-DISTANCES: tuple[int, ...] = (2, 8, 16, 32)
-#: The published grid. ``sparse`` is left out: its default window (64) covers the whole
-#: 64-event input here, so it computes exactly what ``vanilla`` does (measured identical).
-MODELS: tuple[str, ...] = ("lstm", "vanilla", "time_decay", "linear")
+DISTANCES: tuple[int, ...] = (8, 32, 128, 512)
+#: The window (``model.max_len`` = the simulator's ``max_events`` history cap) of each
+#: distance: every history fits one window, so every trigger is visible to the model.
+MAX_LEN: dict[int, int] = {8: 32, 32: 64, 128: 256, 512: 1024}
+#: The published grid: LSTM and every attention family. ``sparse`` keeps its default
+#: window of 64 events: it equals ``vanilla`` at distances 8 and 32 (window >= max_len)
+#: and cannot see the trigger at 128 and 512 (a control that should score chance).
+MODELS: tuple[str, ...] = ("lstm", "vanilla", "time_decay", "sparse", "linear")
 SEEDS: tuple[int, ...] = (0, 1, 2)
 DISTANCE_KEY = "data.options.trigger_distance"
+MAX_EVENTS_KEY = "data.options.max_events"
+#: :func:`memory_limits` thresholds on planted HR@1 (mean over seeds).
+REMEMBERS, FORGETS = 0.9, 0.5
 
 #: Columns of :func:`collect_results` (one row per run).
 COLUMNS: tuple[str, ...] = (
     "distance", "model", "seed", "max_len", "planted_hr@1", "planted_hr@10", "planted_mrr",
-    "planted_n", "planted_visible", "hr@10", "baseline_planted_hr@1", "baseline_planted_hr@10",
-    "baseline_hr@10", "wall_s", "path",
+    "planted_n", "planted_visible", "planted_cued", "valid_planted_hr@1", "hr@10", "chance_hr@1",
+    "baseline_planted_hr@1", "baseline_planted_hr@10", "baseline_hr@10", "oracle_planted_hr@1",
+    "wall_s", "path",
 )
 
 
 # ---------------------------------------------------------------------------- the grid
+
+
+def window_for(distance: int) -> int:
+    """The window (``model.max_len`` and ``data.options.max_events``) of a distance:
+    :data:`MAX_LEN` for the published distances, else the smallest power of two
+    >= ``2 * distance`` (at least 32), which leaves room for the trigger offset, the
+    episode and a training tail."""
+    d = int(distance)
+    if d in MAX_LEN:
+        return MAX_LEN[d]
+    return max(32, 1 << int(np.ceil(np.log2(2 * d))))
 
 
 def sweep_overrides(distances: Sequence[int] = DISTANCES, models: Sequence[str] = MODELS,
@@ -51,24 +77,43 @@ def sweep_overrides(distances: Sequence[int] = DISTANCES, models: Sequence[str] 
     """Hydra override lists of the distance x model x seed grid, one per job.
 
     Args:
-      distances: trigger -> target distances in baskets (``data.options.trigger_distance``).
+      distances: trigger -> target distances in baskets (``data.options.trigger_distance``);
+        each job also sets ``data.options.max_events`` to :func:`window_for` (the
+        experiment ties ``model.max_len`` to it).
       models: model config names (``configs/model/<name>.yaml``).
       seeds: run seeds (the long_range experiment also seeds the simulator with it).
       experiment: experiment config to start from (None: plain ``data=synthetic
-        task=next_item``).
+        task=next_item``, where the cue options must come in ``extra``).
       extra: overrides appended to every job (e.g. ``["logger=none"]``).
 
     Returns:
-      ``[[..., "model=lstm", "seed=0", "data.options.trigger_distance=2", *extra], ...]``
-      ordered by distance, then model, then seed.
+      ``[[..., "model=lstm", "seed=0", "data.options.trigger_distance=8",
+      "data.options.max_events=32", *extra], ...]`` ordered by distance, then model,
+      then seed.
     """
     base = [f"experiment={experiment}"] if experiment else ["data=synthetic", "task=next_item"]
     out = []
     for d, m, s in itertools.product(distances, models, seeds):
-        if int(d) < 1:
-            raise ValueError(f"distances must be >= 1 basket, got {d}")
-        out.append([*base, f"model={m}", f"seed={int(s)}", f"{DISTANCE_KEY}={int(d)}", *extra])
+        if int(d) < 2:
+            raise ValueError(f"distances must be >= 2 baskets (trigger, cue, target), got {d}")
+        out.append([*base, f"model={m}", f"seed={int(s)}", f"{DISTANCE_KEY}={int(d)}",
+                    f"{MAX_EVENTS_KEY}={window_for(d)}", *extra])
     return out
+
+
+def config_grid(cfg: Any) -> dict[int, int]:
+    """``{distance: max_events}`` of an experiment config's sweep (its
+    ``hydra.sweeper.params["data.options"]``, one dict per grid point), parsed with
+    Hydra's own override grammar; ``{}`` when the config sweeps no ``data.options``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config_value(cfg, "hydra.sweeper.params", None) or {}
+    value = params.get("data.options") if hasattr(params, "get") else None
+    if value is None:
+        return {}
+    override = OverridesParser.create().parse_overrides([f"data.options={value}"])[0]
+    points = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+    return {int(p["trigger_distance"]): int(p["max_events"]) for p in points}
 
 
 # ------------------------------------------------------------------------ loading runs
@@ -212,11 +257,25 @@ def _metric(result: Mapping[str, Any], contender: str, key: str) -> float:
     return float("nan") if v is None else float(v)
 
 
+ORACLE = "planted_oracle"
+
+
 def _best_baseline(result: Mapping[str, Any], baseline: str | None) -> str | None:
-    names = [n for n in (result.get("metrics") or {}) if n != "model"]
+    names = [n for n in (result.get("metrics") or {}) if n not in ("model", ORACLE)]
     if baseline is not None:
         return baseline if baseline in names else None
     return "most_popular" if "most_popular" in names else (names[0] if names else None)
+
+
+def _valid_metric(result: Mapping[str, Any], key: str) -> float:
+    v = (result.get("valid") or {}).get(key)
+    return float("nan") if v is None else float(v)
+
+
+def _chance(cfg: Any) -> float:
+    """Planted HR@1 of a model that knows the cue but not the trigger: 1 / pairs."""
+    n = config_value(cfg, "data.options.n_triggers", None)
+    return 1.0 / float(n) if n else float("nan")
 
 
 def planted_in_window(per_example: str | Path | Mapping[str, np.ndarray] | None,
@@ -250,16 +309,20 @@ def collect_results(source: Any, configs: Sequence[Any] | None = None, *,
         :class:`RunResult` objects, ``(result, config)`` pairs).
       configs: optional configs aligned with ``source``.
       baseline: the contender reported as the chance reference (default
-        ``most_popular`` when present).
+        ``most_popular`` when present; never the oracle).
 
     Returns:
       DataFrame with ``distance`` (baskets, from the run config; NaN without one),
-      ``model``, ``seed``, ``max_len``, the model's planted ``planted_hr@1``,
+      ``model``, ``seed``, ``max_len``, the model's test ``planted_hr@1``,
       ``planted_hr@10``, ``planted_mrr``, ``planted_n``, ``planted_visible`` (share of
       planted examples whose trigger is inside the model's ``max_len`` window; from
-      ``per_example.npz`` when the window is known, else the evaluator's share), the
-      overall ``hr@10``, the baseline's ``baseline_*`` counterparts, ``wall_s`` and
-      ``path``; sorted by distance, model, seed.
+      ``per_example.npz`` when the window is known, else the evaluator's share),
+      ``planted_cued`` (share whose latest event is the cue), ``valid_planted_hr@1``
+      (the selected checkpoint's validation value), the overall ``hr@10``,
+      ``chance_hr@1`` (``1 / n_triggers``: knowing the cue but not the trigger), the
+      baseline's ``baseline_*`` counterparts, ``oracle_planted_hr@1`` (the planted
+      oracle, 1.0 when the rule is applicable), ``wall_s`` and ``path``; sorted by
+      distance, model, seed.
     """
     rows = []
     for run in load_runs(source, configs):
@@ -280,10 +343,14 @@ def collect_results(source: Any, configs: Sequence[Any] | None = None, *,
             "planted_mrr": _metric(res, "model", "planted/mrr"),
             "planted_n": _metric(res, "model", "planted/n"),
             "planted_visible": visible,
+            "planted_cued": _metric(res, "model", "planted/cued"),
+            "valid_planted_hr@1": _valid_metric(res, "planted/hr@1"),
             "hr@10": _metric(res, "model", "hr@10"),
+            "chance_hr@1": _chance(cfg),
             "baseline_planted_hr@1": _metric(res, base, "planted/hr@1") if base else float("nan"),
             "baseline_planted_hr@10": _metric(res, base, "planted/hr@10") if base else float("nan"),
             "baseline_hr@10": _metric(res, base, "hr@10") if base else float("nan"),
+            "oracle_planted_hr@1": _metric(res, ORACLE, "planted/hr@1"),
             "wall_s": float(prov.get("wall_s", float("nan"))),
             "path": res.get("path"),
         })
@@ -291,7 +358,7 @@ def collect_results(source: Any, configs: Sequence[Any] | None = None, *,
     return df.sort_values(["distance", "model", "seed"], kind="stable").reset_index(drop=True)
 
 
-def summarize(df: pd.DataFrame, metrics: Sequence[str] = ("planted_hr@1", "planted_hr@10")
+def summarize(df: pd.DataFrame, metrics: Sequence[str] = ("planted_hr@1", "planted_mrr")
               ) -> pd.DataFrame:
     """Mean and std over seeds per (model, distance): columns ``<metric>_mean`` /
     ``<metric>_std`` plus ``n_seeds`` and ``planted_n`` (summed over seeds)."""
@@ -303,17 +370,69 @@ def summarize(df: pd.DataFrame, metrics: Sequence[str] = ("planted_hr@1", "plant
     return out.reset_index()
 
 
+def memory_limits(df: pd.DataFrame, *, metric: str = "planted_hr@1", remembers: float = REMEMBERS,
+                  forgets: float = FORGETS, models: Sequence[str] | None = None) -> pd.DataFrame:
+    """Where each family stops remembering, from the mean over seeds per distance.
+
+    Args:
+      df: :func:`collect_results` output (or any frame with ``model``, ``distance`` and
+        ``metric``).
+      metric: the accuracy column (default planted HR@1).
+      remembers: a family "remembers" a distance when its mean is ``>= remembers``.
+      forgets: ... and has "forgotten" it when its mean is ``< forgets``.
+      models: families to report, in order (default: :data:`MODELS` present in ``df``,
+        then the others).
+
+    Returns:
+      One row per family: ``remembers_up_to`` (the largest tested distance up to which
+      EVERY tested distance has mean ``>= remembers``; NaN if not even the shortest),
+      ``forgets_at`` (the shortest tested distance with mean ``< forgets``; NaN if none),
+      ``<metric>_at`` (``{distance: mean}`` for reading the curve), ``n_seeds`` (the
+      fewest seeds behind any of its points) and ``distances`` (how many were tested).
+    """
+    if df.empty:
+        raise ValueError("no runs (empty DataFrame)")
+    present = list(dict.fromkeys(df["model"]))
+    order = list(models) if models is not None else (
+        [m for m in MODELS if m in present] + [m for m in present if m not in MODELS])
+    rows = []
+    for model in order:
+        sub = df[(df["model"] == model) & df["distance"].notna()]
+        curve = sub.groupby("distance")[metric].mean().sort_index()
+        seeds = sub.groupby("distance").size()
+        up_to = float("nan")
+        for d, v in curve.items():
+            if not v >= remembers:  # NaN counts as not remembered
+                break
+            up_to = float(d)
+        below = [float(d) for d, v in curve.items() if v < forgets]
+        rows.append({
+            "model": model,
+            "remembers_up_to": up_to,
+            "forgets_at": below[0] if below else float("nan"),
+            f"{metric}_at": {int(d): round(float(v), 4) for d, v in curve.items()},
+            "n_seeds": int(seeds.min()) if len(seeds) else 0,
+            "distances": int(len(curve)),
+        })
+    return pd.DataFrame(rows, columns=["model", "remembers_up_to", "forgets_at", f"{metric}_at",
+                                       "n_seeds", "distances"])
+
+
 # ------------------------------------------------------------------------------ plotting
 
 
 def plot_accuracy_vs_distance(df: pd.DataFrame,
-                              metrics: Sequence[str] = ("planted_hr@1", "planted_hr@10"), *,
+                              metrics: Sequence[str] = ("planted_hr@1", "planted_mrr"), *,
                               models: Sequence[str] | None = None, title: str | None = None):
     """Planted accuracy vs trigger -> target distance, one line per model family.
 
     One panel per metric; each point is the mean over seeds with a ±1 std band (no band
-    with one seed). The dashed grey line is the baseline's planted metric (the chance
-    reference: a popularity ranker never puts a rare target first).
+    with one seed). Reference lines where the frame has them: the baseline's planted
+    metric (dashed grey, "most popular": a popularity ranker never puts the rare target
+    first), the oracle's (dotted black, the ceiling: 1.0) and, on HR@1 panels, the
+    cue-only chance ``1 / n_triggers`` (dash-dot grey: a model that knows the cue but
+    not the trigger). The dotted horizontal lines at :data:`REMEMBERS` and
+    :data:`FORGETS` are the thresholds of :func:`memory_limits`.
 
     Args:
       df: :func:`collect_results` output.
@@ -345,20 +464,27 @@ def plot_accuracy_vs_distance(df: pd.DataFrame,
                             markersize=7 - (i % 3), label=model)
             ax.fill_between(mean.index, (mean - std).values, (mean + std).values,
                             color=line.get_color(), alpha=0.15, linewidth=0)
-        base_col = f"baseline_{metric}"
-        if base_col in df and df[base_col].notna().any():
-            base = df.groupby("distance")[base_col].mean()
-            ax.plot(base.index, base.values, linestyle="--", color="grey", label="most popular")
+        refs = [(f"baseline_{metric}", dict(linestyle="--", color="grey", label="most popular")),
+                (f"oracle_{metric}", dict(linestyle=":", color="black", label="oracle"))]
+        if metric == "planted_hr@1":
+            refs.append(("chance_hr@1", dict(linestyle="-.", color="grey", label="cue only (1/pairs)")))
+        for col, style in refs:
+            if col in df and df[col].notna().any():
+                ref = df.groupby("distance")[col].mean()
+                ax.plot(ref.index, ref.values, **style)
+        if metric == "planted_hr@1":
+            for level in (REMEMBERS, FORGETS):
+                ax.axhline(level, color="lightgrey", linewidth=0.8, linestyle=":", zorder=0)
         ax.set_xscale("log", base=2)
         ticks = sorted(df["distance"].dropna().unique())
         ax.set_xticks(ticks)
         ax.set_xticklabels([str(int(t)) for t in ticks])
         ax.set_ylim(-0.03, 1.03)
-        ax.set_xlabel("trigger -> target distance (baskets)")
+        ax.set_xlabel("trigger -> target distance (events)")
         ax.set_ylabel(metric.replace("_", " "))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     n_seeds = df.groupby(["model", "distance"]).size().max()
-    fig.suptitle(title or f"Long-range memory on planted pairs (mean ± std over {n_seeds} seed(s))")
+    fig.suptitle(title or f"Long-range memory on cued planted pairs (mean ± std over {n_seeds} seed(s))")
     fig.tight_layout()
     return fig

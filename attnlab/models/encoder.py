@@ -9,13 +9,20 @@ age at the cutoff, value, quantity). Families differ only in the attention modul
 plugged into :class:`TransformerBlock` (or, for recurrent baselines such as the LSTM,
 in the backbone that replaces the blocks; see :mod:`attnlab.models.backbones`).
 
-Two :class:`EncoderMode` s. ``cutoff_relative`` (default) uses the reverse position and
-the event's age at the cutoff: the best view for batch scoring at a cutoff, but every
-past event's embedding changes when a new event arrives. ``event_local`` drops both
-(no position embedding, age fed as 0): each event's embedding depends only on the event
-itself (and the gap to its predecessor), which is what a streaming model (linear
-attention, LSTM) needs to absorb an event into its state once. Order then comes from
-the recurrence / causal decay and the gap feature.
+Three :class:`EncoderMode` s. ``causal`` (the ranking tasks' default) uses the forward
+position in the window (SASRec's) and no age: a position's input never depends on the
+events after it, so a trained inner position looks like the test query (the latest
+event). ``cutoff_relative`` (churn's default) uses the reverse position and the event's
+age at the cutoff: the right view when the query is the known scoring date itself, but
+at an inner position of a training window it would say how far the window's end lies
+ahead. ``event_local`` drops both (no position embedding, age fed as 0): each event's
+embedding depends only on the event itself (and the gap to its predecessor), which is
+what a streaming model (linear attention, LSTM) needs to absorb an event into its state
+once. Order then comes from the recurrence / causal decay and the gap feature.
+
+Continuous features enter through a projection initialised at the embeddings' scale
+(``continuous_std``, 0.02), not at a default fan-in scale that starts them ~100x
+louder than the item embedding in the sum before the LayerNorm.
 
 Optional ``gap_buckets``: a learned embedding of the bucketed time gap to the previous
 event, added to the input. This is the input-side cousin of TiSASRec's time-interval
@@ -47,6 +54,7 @@ GAP_BUCKET_MAX_DAYS = 365.0
 class EncoderMode(enum.Enum):
     """Which cutoff-dependent features the encoder uses (see the module docstring)."""
 
+    CAUSAL = "causal"  # forward position in the window, no age: nothing after the event
     CUTOFF_RELATIVE = "cutoff_relative"  # reverse position + age at the cutoff
     EVENT_LOCAL = "event_local"  # neither: embeddings are fixed once an event happened
 
@@ -56,7 +64,7 @@ class EventEncoder(nnx.Module):
 
     def __init__(self, *, n_items: int, d_model: int, max_len: int, dropout: float,
                  mode: EncoderMode = EncoderMode.CUTOFF_RELATIVE, gap_buckets: int = 0,
-                 rngs: nnx.Rngs):
+                 continuous_std: float | None = 0.02, rngs: nnx.Rngs):
         self.d_model = d_model
         self.max_len = max_len
         self.mode = EncoderMode(mode)
@@ -65,10 +73,12 @@ class EventEncoder(nnx.Module):
         self.item = nnx.Embed(n_items + 1, d_model, embedding_init=init, rngs=rngs)
         self.event_type = nnx.Embed(N_EVENT_TYPES, d_model, embedding_init=init, rngs=rngs)
         self.position = (nnx.Embed(max_len, d_model, embedding_init=init, rngs=rngs)
-                         if self.mode is EncoderMode.CUTOFF_RELATIVE else None)
+                         if self.mode is not EncoderMode.EVENT_LOCAL else None)
         self.weekday = nnx.Embed(7, d_model, embedding_init=init, rngs=rngs)
         self.hour = nnx.Embed(24, d_model, embedding_init=init, rngs=rngs)
-        self.continuous = nnx.Linear(len(CONTINUOUS), d_model, rngs=rngs)
+        self.continuous = (nnx.Linear(len(CONTINUOUS), d_model, rngs=rngs) if continuous_std is None else
+                           nnx.Linear(len(CONTINUOUS), d_model, rngs=rngs,
+                                      kernel_init=nnx.initializers.normal(stddev=float(continuous_std))))
         self.gap_embed = (nnx.Embed(self.gap_buckets, d_model, embedding_init=init, rngs=rngs)
                           if self.gap_buckets else None)
         self.norm = nnx.LayerNorm(d_model, rngs=rngs)
@@ -84,7 +94,7 @@ class EventEncoder(nnx.Module):
         pos = jnp.arange(length)[None, :]
         reverse = jnp.clip(lengths[:, None] - 1 - pos, 0, self.max_len - 1)
         valid = (pos < lengths[:, None])[..., None]
-        x = self._embed(inputs, reverse)
+        x = self._embed(inputs, pos if self.mode is EncoderMode.CAUSAL else reverse)
         x = self.dropout(x, rngs=rngs, deterministic=rngs is None)
         return jnp.where(valid, x, 0.0)
 
@@ -101,9 +111,11 @@ class EventEncoder(nnx.Module):
         x = self._embed({k: event[k][:, None] for k in EVENT_KEYS}, None)
         return x[:, 0]
 
-    def _embed(self, inputs: dict[str, jax.Array], reverse: jax.Array | None) -> jax.Array:
+    def _embed(self, inputs: dict[str, jax.Array], position: jax.Array | None) -> jax.Array:
+        """``position``: the index fed to the position embedding (reverse or forward)."""
         local = self.mode is EncoderMode.EVENT_LOCAL
-        cont = jnp.stack([jnp.zeros_like(inputs[n]) if (local and n == "age") else inputs[n]
+        no_age = self.mode is not EncoderMode.CUTOFF_RELATIVE
+        cont = jnp.stack([jnp.zeros_like(inputs[n]) if (no_age and n == "age") else inputs[n]
                           for n in CONTINUOUS], axis=-1)
         x = (
             self.item(inputs["item"])
@@ -113,7 +125,7 @@ class EventEncoder(nnx.Module):
             + self.continuous(cont)
         )
         if not local:
-            x = x + self.position(reverse)
+            x = x + self.position(jnp.clip(position, 0, self.max_len - 1))
         if self.gap_embed is not None:
             x = x + self.gap_embed(gap_bucket(inputs["gap"], n_buckets=self.gap_buckets))
         return self.norm(x)

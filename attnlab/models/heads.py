@@ -47,6 +47,18 @@ class CatalogueHead(nnx.Module):
         return jnp.where(items > 0, s, -1e9)
 
 
+def log_popularity_bias(counts) -> jax.Array:
+    """Catalogue bias at step 0: ``log((count + 1) / sum(count + 1))`` per item (slot 0: 0).
+
+    The softmax then starts at the add-one popularity distribution instead of uniform,
+    so the first steps do not spend themselves learning popularity (log-popularity
+    spans ~10 nats on The Complete Journey, far more than a bias moves in a short run).
+    ``counts``: ``int[n_items + 1]`` training-target counts (index 0 ignored).
+    """
+    c = jnp.asarray(counts, jnp.float32)[1:] + 1.0
+    return jnp.concatenate([jnp.zeros((1,)), jnp.log(c) - jnp.log(jnp.sum(c))])
+
+
 def next_item_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """Mean softmax CE over positions with a target (> 0). logits ``[b, l, V+1]``."""
     mask = targets > 0
@@ -95,11 +107,34 @@ def sampled_softmax_log_prob(
 
 
 class ChurnHead(nnx.Module):
-    def __init__(self, d_model: int, *, rngs: nnx.Rngs):
-        self.proj = nnx.Linear(d_model, 1, rngs=rngs)
+    """Churn logit from the state at the cut-off, optionally with attention pooling.
 
-    def __call__(self, state: jax.Array) -> jax.Array:
-        return self.proj(state)[..., 0]
+    ``pool="last"``: ``w . h_last + b``. ``pool="attention"``: the last state also
+    queries every valid position of the window (one learned query projection, scaled
+    dot product, softmax over positions) and the logit reads ``[h_last, pooled]``, so a
+    churn signal carried by one event far back reaches the head in one hop instead of
+    through the last position's residual stream.
+    """
+
+    def __init__(self, d_model: int, *, pool: str = "last", rngs: nnx.Rngs):
+        if pool not in ("last", "attention"):
+            raise ValueError(f"model.churn_pool={pool!r} is not one of ['last', 'attention'].")
+        self.pool = pool
+        self.proj = nnx.Linear(d_model * (2 if pool == "attention" else 1), 1, rngs=rngs)
+        self.query = nnx.Linear(d_model, d_model, rngs=rngs) if pool == "attention" else None
+
+    def __call__(self, state: jax.Array, h: jax.Array | None = None, lengths: jax.Array | None = None) -> jax.Array:
+        """``state [..., d]`` (the last valid position); ``h [b, L, d]`` and ``lengths
+        int32[b]`` for attention pooling -> ``[...]`` logits."""
+        if self.query is None:
+            return self.proj(state)[..., 0]
+        if h is None:
+            raise ValueError("attention-pooled churn head needs the whole window's states (h, lengths).")
+        s = jnp.einsum("bd,bld->bl", self.query(state), h) / jnp.sqrt(h.shape[-1])
+        valid = jnp.arange(h.shape[1])[None, :] < lengths[:, None]
+        w = jnp.where(valid, jax.nn.softmax(jnp.where(valid, s, -1e30), axis=-1), 0.0)
+        pooled = jnp.einsum("bl,bld->bd", w, h)
+        return self.proj(jnp.concatenate([state, pooled], axis=-1))[..., 0]
 
 
 def gather_positions(x: jax.Array, index: jax.Array) -> jax.Array:
@@ -117,20 +152,55 @@ class CopyHead(nnx.Module):
     Idea from pointer-generator networks (See et al., 2017) and RepeatNet (Ren et al.,
     2019): on repeat-heavy grocery data, copying from the history is what matters. The
     pointer weights are directly inspectable (which past events the prediction copies).
+
+    With ``memory: K > 0`` the pointer also reaches the K most purchased items of the
+    history older than the window (each slot keyed by its item embedding, scored with
+    its log count and the days since its last purchase), so the head never sees less
+    of the customer's repeat history than personal repeat does.
     """
 
-    def __init__(self, d_model: int, *, rngs: nnx.Rngs):
+    def __init__(self, d_model: int, *, memory: int = 0, rngs: nnx.Rngs):
         self.query = nnx.Linear(d_model, d_model, rngs=rngs)
         self.key = nnx.Linear(d_model, d_model, rngs=rngs)
         self.gate = nnx.Linear(d_model, 1, rngs=rngs)
+        self.memory = int(memory)
+        if self.memory:
+            self.mem_key = nnx.Linear(d_model, d_model, rngs=rngs)
+            self.mem_norm = nnx.LayerNorm(d_model, rngs=rngs)
+            # score += w_count * log1p(count) + w_age * log1p(days since its last purchase)
+            self.mem_weights = nnx.Param(jnp.array([1.0, 0.0], jnp.float32))
 
-    def pointer(self, h_query, h_keys, query_pos, lengths, items):
-        """Copy weights ``[b, P, L]`` and log-gate pair ``(log g, log(1 - g))`` ``[b, P]``."""
+    def pointer(self, h_query, h_keys, query_pos, lengths, items, memory=None):
+        """Copy weights and log-gate pair ``(log g, log(1 - g))`` ``[b, P]``.
+
+        Args:
+          h_query: ``[b, P, d]`` query states; h_keys: ``[b, L, d]`` window states;
+          query_pos: ``int[b, P]``; lengths: ``int[b]``; items: ``int[b, L]``.
+          memory: with ``memory > 0``, ``(item_emb [b, K, d], mem_item int[b, K],
+            log1p_count [b, K], days_back [b, P, K])``: the history memory's slots
+            (:func:`attnlab.data.batching.history_memory`), visible to every query.
+
+        Returns:
+          ``(w [b, P, L (+ K)], log_g, log_1mg)``; the slots' items are ``items``
+          followed by the memory's.
+        """
         d = h_keys.shape[-1]
-        s = jnp.einsum("bpd,bld->bpl", self.query(h_query), self.key(h_keys)) / jnp.sqrt(d)
+        q = self.query(h_query)
+        s = jnp.einsum("bpd,bld->bpl", q, self.key(h_keys)) / jnp.sqrt(d)
         j = jnp.arange(h_keys.shape[1])
         ok = (j[None, None, :] <= query_pos[:, :, None]) & (j[None, None, :] < lengths[:, None, None])
         ok &= (items > 0)[:, None, :]
+        if self.memory:
+            if memory is None:
+                raise ValueError("this copy head was built with model.history_memory > 0: its inputs "
+                                 "need the memory (make_batch(..., memory=model.history_memory)).")
+            emb, mem_item, log_count, days_back = memory
+            k = self.mem_key(self.mem_norm(emb))
+            w_count, w_age = self.mem_weights[...][0], self.mem_weights[...][1]
+            s_mem = (jnp.einsum("bpd,bkd->bpk", q, k) / jnp.sqrt(d) + w_count * log_count[:, None, :]
+                     + w_age * jnp.log1p(jnp.maximum(days_back, 0.0)))
+            s = jnp.concatenate([s, s_mem], axis=-1)
+            ok = jnp.concatenate([ok, jnp.broadcast_to((mem_item > 0)[:, None, :], s_mem.shape)], axis=-1)
         w = jax.nn.softmax(jnp.where(ok, s, -1e30), axis=-1)
         w = jnp.where(ok, w, 0.0)
         any_ok = jnp.any(ok, axis=-1)

@@ -3,6 +3,8 @@
 * :func:`decay_slopes` -- time-decay slopes per layer and head (``time_decay``): which
   heads look far back (small slope) and which only at the last days (large slope).
 * :func:`forgetting_factors` -- per-head ``gamma_h`` of the ``linear`` family.
+* :func:`bias_popularity_correlation` -- does the catalogue bias encode popularity?
+  (a training-signal check: an undertrained softmax head has a flat bias).
 """
 
 from __future__ import annotations
@@ -41,3 +43,16 @@ def forgetting_factors(model: SequenceModel) -> dict[str, np.ndarray]:
         ld = a.log_decay()
         out[k] = np.exp(np.asarray(ld)) if ld is not None else np.ones(a.n_heads, np.float32)
     return out
+
+
+def bias_popularity_correlation(model: SequenceModel, counts) -> float:
+    """Spearman rank correlation between the catalogue bias and the training-target
+    count, over the items that occur as a target (NaN with fewer than 3 such items)."""
+    from scipy.stats import spearmanr
+
+    counts = np.asarray(counts)[1:]
+    bias = np.asarray(model.catalogue.bias[...])[1:]
+    seen = counts > 0
+    if seen.sum() < 3:
+        return float("nan")
+    return float(spearmanr(bias[seen], counts[seen]).statistic)

@@ -90,8 +90,11 @@ def build_model(model_cfg: Any, *, n_items: int, seed: int) -> SequenceModel:
     Args:
       model_cfg: mapping with ``name`` (a registered family), ``d_model``, ``n_layers``,
         ``n_heads``, ``max_len``, ``dropout``, optional ``item_head`` (softmax | copy),
-        ``encoder`` (cutoff_relative | event_local), ``gap_buckets`` (0 = off), and the
-        family's options under ``attention:`` (attention families) or ``backbone:``.
+        ``encoder`` (causal | cutoff_relative | event_local; the model configs default
+        to ``${task.encoder}``: causal for ranking, cutoff_relative for churn),
+        ``gap_buckets`` (0 = off), ``continuous_std`` (0.02 when absent; null = flax's
+        fan-in default), and the family's options under ``attention:`` (attention
+        families) or ``backbone:``.
       n_items: catalogue size.
       seed: parameter-init seed.
     """
@@ -110,7 +113,11 @@ def build_model(model_cfg: Any, *, n_items: int, seed: int) -> SequenceModel:
         dropout=dims.dropout,
         backbone_factory=lambda rngs: FAMILIES[name](model_cfg, dims, rngs),
         item_head=ItemHead(model_cfg.get("item_head", "softmax")),
-        encoder_mode=EncoderMode(model_cfg.get("encoder", "cutoff_relative")),
+        encoder_mode=EncoderMode(model_cfg.get("encoder") or "cutoff_relative"),
         gap_buckets=int(model_cfg.get("gap_buckets", 0) or 0),
+        continuous_std=(float(model_cfg["continuous_std"]) if model_cfg.get("continuous_std") is not None
+                        else (0.02 if "continuous_std" not in model_cfg else None)),
+        churn_pool=str(model_cfg.get("churn_pool") or "last"),
+        history_memory=int(model_cfg.get("history_memory") or 0),
         rngs=nnx.Rngs(params=seed),
     )

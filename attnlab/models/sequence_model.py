@@ -19,7 +19,7 @@ from flax import nnx
 from attnlab.models.encoder import EncoderMode, EventEncoder
 
 from attnlab.models.heads import (
-    CatalogueHead, ChurnHead, CopyHead, gather_positions, last_state, mixture_log_prob,
+    CatalogueHead, ChurnHead, CopyHead, gather_positions, last_state, log_popularity_bias, mixture_log_prob,
     sampled_softmax_log_prob,
 )
 
@@ -62,6 +62,12 @@ class SequenceModel(nnx.Module):
       item_head: softmax or copy.
       encoder_mode: cutoff_relative (default) or event_local (needed for streaming).
       gap_buckets: learned bucketed-gap input embedding (0 = off).
+      continuous_std: init scale of the continuous-feature projection (None = flax's
+        fan-in default, the v0.1 recipe).
+      churn_pool: ``last`` or ``attention`` (:class:`attnlab.models.heads.ChurnHead`).
+      history_memory: ``K > 0``: the copy head also points at the K most purchased
+        items older than the window (inputs then carry ``mem_*``, see
+        :func:`attnlab.data.batching.make_batch`); 0 = off.
     """
 
     def __init__(
@@ -75,20 +81,26 @@ class SequenceModel(nnx.Module):
         item_head: ItemHead = ItemHead.SOFTMAX,
         encoder_mode: EncoderMode = EncoderMode.CUTOFF_RELATIVE,
         gap_buckets: int = 0,
+        continuous_std: float | None = 0.02,
+        churn_pool: str = "last",
+        history_memory: int = 0,
         rngs: nnx.Rngs,
     ):
         self.n_items = n_items
         self.max_len = max_len
         self.encoder = EventEncoder(
             n_items=n_items, d_model=d_model, max_len=max_len, dropout=dropout,
-            mode=encoder_mode, gap_buckets=gap_buckets, rngs=rngs,
+            mode=encoder_mode, gap_buckets=gap_buckets, continuous_std=continuous_std, rngs=rngs,
         )
         self.backbone = backbone_factory(rngs)
         self.final_norm = nnx.LayerNorm(d_model, rngs=rngs)
         self.catalogue = CatalogueHead(n_items, rngs=rngs)
-        self.churn = ChurnHead(d_model, rngs=rngs)
+        self.churn = ChurnHead(d_model, pool=churn_pool, rngs=rngs)
         self.item_head = ItemHead(item_head)
-        self.copy = CopyHead(d_model, rngs=rngs) if self.item_head is ItemHead.COPY else None
+        self.copy = (CopyHead(d_model, memory=history_memory, rngs=rngs)
+                     if self.item_head is ItemHead.COPY else None)
+        #: memory slots the inputs must carry (0 = none); the copy head is the only reader
+        self.history_memory = int(history_memory) if self.copy is not None else 0
 
     def hidden(self, inputs: dict[str, jax.Array], *, rngs: nnx.Rngs | None = None) -> jax.Array:
         """Hidden states ``float32[batch, length, d_model]`` (zeros at padding)."""
@@ -96,6 +108,14 @@ class SequenceModel(nnx.Module):
         x = self.encoder(inputs, rngs=rngs)
         x = self.backbone(x, context, rngs=rngs)
         return self.final_norm(x)
+
+    def init_catalogue_bias(self, counts) -> None:
+        """Set the catalogue bias to :func:`attnlab.models.heads.log_popularity_bias`."""
+        bias = log_popularity_bias(counts)
+        if bias.shape != self.catalogue.bias.shape:
+            raise ValueError(f"counts cover {bias.shape[0] - 1} items, the model's catalogue "
+                             f"{self.catalogue.bias.shape[0] - 1}.")
+        self.catalogue.bias[...] = bias
 
     def catalogue_logits(self, h: jax.Array) -> jax.Array:
         """``[..., d] -> [..., n_items + 1]`` full-catalogue scores (index 0 masked)."""
@@ -138,9 +158,25 @@ class SequenceModel(nnx.Module):
             gen_t = sampled_softmax_log_prob(s_t, s_n, neg_log_count, hit)
         if self.copy is None:
             return gen_t
-        w, log_g, log_1mg = self.copy.pointer(hq, h, index, inputs["lengths"], inputs["item"])
-        copy_t = jnp.sum(w * (inputs["item"][:, None, :] == targets[..., None]), axis=-1)
+        w, items, log_g, log_1mg = self.copy_pointer(hq, h, index, inputs)
+        copy_t = jnp.sum(w * (items[:, None, :] == targets[..., None]), axis=-1)
         return mixture_log_prob(log_g, log_1mg, copy_t, gen_t)
+
+    def copy_pointer(self, hq, h, index, inputs):
+        """The copy head's weights over the window (+ memory) slots, the slots' items
+        ``int[b, L (+ K)]`` and the log gates."""
+        memory, items = None, inputs["item"]
+        if self.history_memory:
+            if "mem_item" not in inputs:
+                raise ValueError(f"model.history_memory={self.history_memory}: the inputs need the history "
+                                 "memory; build them with make_batch(..., memory=model.history_memory).")
+            t_q = gather_positions(inputs["time"], index)                     # [b, P] days
+            days_back = t_q[:, :, None] - inputs["mem_time"][:, None, :]      # >= 0: memory is older
+            emb = self.encoder.item.embedding[...][inputs["mem_item"]]
+            memory = (emb, inputs["mem_item"], inputs["mem_count"], days_back)
+            items = jnp.concatenate([items, inputs["mem_item"]], axis=1)
+        w, log_g, log_1mg = self.copy.pointer(hq, h, index, inputs["lengths"], inputs["item"], memory)
+        return w, items, log_g, log_1mg
 
     def next_item_scores(self, inputs: dict[str, jax.Array]) -> jax.Array:
         """Catalogue scores from the latest event: ``float32[batch, n_items + 1]``.
@@ -153,9 +189,9 @@ class SequenceModel(nnx.Module):
         logits = self.catalogue_logits(hq)
         if self.copy is None:
             return logits[:, 0]
-        w, log_g, log_1mg = self.copy.pointer(hq, h, last, inputs["lengths"], inputs["item"])
+        w, items, log_g, log_1mg = self.copy_pointer(hq, h, last, inputs)
         b, n = logits.shape[0], logits.shape[-1]
-        copy = jnp.zeros((b, n)).at[jnp.arange(b)[:, None], inputs["item"]].add(w[:, 0])
+        copy = jnp.zeros((b, n)).at[jnp.arange(b)[:, None], items].add(w[:, 0])
         gen = jax.nn.softmax(logits[:, 0], axis=-1)
         p = jnp.exp(log_g) * copy + jnp.exp(log_1mg) * gen
         return jnp.log(jnp.maximum(p, 1e-30)).at[:, 0].set(-1e30)
@@ -163,7 +199,7 @@ class SequenceModel(nnx.Module):
     def churn_logit(self, inputs: dict[str, jax.Array], *, rngs: nnx.Rngs | None = None) -> jax.Array:
         """``float32[batch]`` churn logit from the state at the cutoff."""
         h = self.hidden(inputs, rngs=rngs)
-        return self.churn(last_state(h, inputs["lengths"]))
+        return self.churn(last_state(h, inputs["lengths"]), h, inputs["lengths"])
 
     # -- streaming ------------------------------------------------------------------
     def init_state(self, batch: int) -> Any:
@@ -179,6 +215,9 @@ class SequenceModel(nnx.Module):
         if self.copy is not None:
             raise NotImplementedError("streaming supports item_head=softmax only: the copy head "
                                       "points over the whole history, which a fixed state does not keep.")
+        if self.churn.pool != "last":
+            raise NotImplementedError("streaming supports churn_pool=last only: attention pooling "
+                                      "reads the whole window, which a fixed state does not keep.")
         return self.backbone.init_state(batch)
 
     def step(self, state: Any, event: dict[str, jax.Array]) -> tuple[Any, StreamScores]:

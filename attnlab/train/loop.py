@@ -33,7 +33,6 @@ from typing import Any
 
 import jax
 import numpy as np
-import optax
 from flax import nnx
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -42,6 +41,7 @@ from attnlab.data.pipeline import load_sequences
 from attnlab.models import build_model
 from attnlab.train import results as res
 from attnlab.train.checkpoint import Checkpoints
+from attnlab.train.optim import TrainerConfig, make_optimizer
 from attnlab.train.tasks import make_task
 from attnlab.train.tracking import make_tracker
 
@@ -100,17 +100,19 @@ def _as_dict(cfg) -> dict[str, Any]:
     return dict(cfg)
 
 
-def make_optimizer(trainer_cfg: dict[str, Any]) -> optax.GradientTransformation:
-    """AdamW with linear warm-up (by steps, independent of epoch count) and clipping."""
-    lr = float(trainer_cfg["lr"])
-    warmup = int(trainer_cfg.get("warmup_steps", 0))
-    schedule = optax.linear_schedule(0.0, lr, warmup) if warmup else lr
-    if warmup:
-        schedule = optax.join_schedules([schedule, optax.constant_schedule(lr)], [warmup])
-    return optax.chain(
-        optax.clip_by_global_norm(float(trainer_cfg.get("grad_clip", 1.0))),
-        optax.adamw(schedule, weight_decay=float(trainer_cfg.get("weight_decay", 0.0))),
-    )
+def training_signal(model, task, state: dict[str, Any]) -> dict[str, float]:
+    """What the run's training saw and learnt, filed with every result: optimisation
+    steps, training targets (in all and per step) and, with a catalogue, the rank
+    correlation of the learnt catalogue bias with training-target popularity (the
+    checkpoint evaluated on test). A result from an undertrained model shows here."""
+    from attnlab.models.inspection import bias_popularity_correlation
+
+    steps = int(state["step"])
+    out = {"steps": steps, "targets": int(state.get("train_targets", 0)),
+           "targets_per_step": float(state.get("train_targets", 0)) / max(steps, 1)}
+    if task.target_counts is not None:
+        out["bias_popularity_spearman"] = bias_popularity_correlation(model, task.target_counts)
+    return out
 
 
 def _train_step(model, optimizer, inputs, targets, key, *, loss):
@@ -129,8 +131,8 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
     seed = int(c["seed"])
     progress = bool(c.get("progress", True))
     out_dir = Path(c["paths"]["output_dir"]).absolute()
+    tr = TrainerConfig.from_dict(c["trainer"])  # fails on unknown keys before any work
     out_dir.mkdir(parents=True, exist_ok=True)
-    tr = c["trainer"]
 
     # -- data and protocol ----------------------------------------------------------
     store = load_sequences(
@@ -138,7 +140,7 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
         cache_dir=c["paths"]["cache_dir"], progress=progress,
     )
     index_path = res.completed_path(results_dir(c), c)
-    if tr.get("skip_completed") and index_path.exists():
+    if tr.skip_completed and index_path.exists():
         done = res.read_result(index_path)
         if done.provenance.get("data_fingerprint") == store.fingerprint:
             log.info("skipping: this exact run (config %s, seed %d) is already complete: %s",
@@ -192,22 +194,34 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
     # -- model ------------------------------------------------------------------------
     mcfg = c["model"]
     max_len = int(mcfg["max_len"])
-    batch_size = int(tr["batch_size"])
+    batch_size = int(tr.batch_size)
     model = build_model(mcfg, n_items=store.n_items, seed=seed)
-    optimizer = nnx.Optimizer(model, make_optimizer(tr), wrt=nnx.Param)
     task.prepare(store, split)
+    if tr.init_bias == "log_popularity" and task.target_counts is not None:
+        model.init_catalogue_bias(task.target_counts)
+    steps_per_epoch = task.steps_per_epoch(store, split, max_len=max_len, batch_size=batch_size)
+    if tr.limit_train_batches:
+        steps_per_epoch = min(steps_per_epoch, int(tr.limit_train_batches))
+    if steps_per_epoch == 0:
+        raise ValueError(f"task={task.name}: the split has no training windows (split report: "
+                         f"{split.report}); use more data or an earlier cut-off.")
+    # the schedule's length: the step budget, else max_epochs whole passes
+    total_steps = int(tr.max_steps) if tr.max_steps else int(tr.max_epochs) * steps_per_epoch
+    max_epochs = int(tr.max_epochs) if tr.max_epochs else -(-total_steps // steps_per_epoch)
+    optimizer = nnx.Optimizer(model, make_optimizer(tr, total_steps=total_steps), wrt=nnx.Param)
     step_fn = nnx.jit(functools.partial(_train_step, loss=task.loss))
-    score_fn = task.model_scores(model, max_len=max_len, batch_size=int(tr.get("eval_batch_size", 256)))
+    score_fn = task.model_scores(model, max_len=max_len, batch_size=int(tr.eval_batch_size))
     ckpts = Checkpoints(out_dir / "checkpoints")
     base_key = jax.random.key(seed)
+    log.info("training budget: %d steps (%d per pass over the training windows, at most %d passes), "
+             "batch %d", total_steps, steps_per_epoch, max_epochs, batch_size)
 
     state = {"epoch": 0, "step": 0, "best": None, "best_epoch": -1, "bad_epochs": 0,
-             "history": [], "train_events": 0, "train_seconds": 0.0}
+             "history": [], "train_events": 0, "train_seconds": 0.0, "total_steps": total_steps}
     resume_key = res.config_hash(c, ignore=res.NOT_RESULTS + ("trainer.max_epochs", "trainer.patience"))
     state["resume_key"] = resume_key
     state["data_fingerprint"] = store.fingerprint
-    max_epochs = int(tr["max_epochs"])
-    if tr.get("resume", True) and ckpts.latest_step() is not None:
+    if tr.resume and ckpts.latest_step() is not None:
         state = ckpts.restore("latest", (model, optimizer))
         if state.get("resume_key", resume_key) != resume_key:
             raise RuntimeError(
@@ -219,40 +233,56 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
                 f"the checkpoint in {ckpts.directory} was trained on different data (fingerprint "
                 f"{state['data_fingerprint']}, now {store.fingerprint}); delete {ckpts.directory} "
                 "to train afresh on the current data.")
+        if state.get("total_steps", total_steps) != total_steps:
+            raise RuntimeError(
+                f"the checkpoint in {ckpts.directory} follows a learning-rate schedule of "
+                f"{state['total_steps']} steps, this config one of {total_steps} (with "
+                "trainer.max_steps=null the schedule length is max_epochs passes); resume with the "
+                f"same budget (trainer.max_steps={state['total_steps']}) or delete {ckpts.directory}.")
         if state["epoch"] > max_epochs:
             raise RuntimeError(
                 f"the checkpoint in {ckpts.directory} has trained {state['epoch']} epochs, more than "
                 f"trainer.max_epochs={max_epochs}; it cannot be resumed as a shorter run. Delete "
                 f"{ckpts.directory} (or use a new output dir) to train {max_epochs} epochs.")
-        state.update(resume_key=resume_key, data_fingerprint=store.fingerprint)
-        log.info("resumed from %s at epoch %d", ckpts.directory, state["epoch"])
+        state.update(resume_key=resume_key, data_fingerprint=store.fingerprint, total_steps=total_steps)
+        log.info("resumed from %s at epoch %d (step %d)", ckpts.directory, state["epoch"], state["step"])
 
-    patience = int(tr.get("patience", 3))
     monitor = task.monitor
-    while state["epoch"] < max_epochs and state["bad_epochs"] < patience:
+    while (state["epoch"] < max_epochs and state["step"] < total_steps
+           and state["bad_epochs"] < int(tr.patience)):
         epoch = state["epoch"]
         t0 = time.perf_counter()
         losses, events = [], 0
-        batches = task.train_batches(store, split, max_len=max_len, batch_size=batch_size, epoch=epoch, seed=seed)
-        if tr.get("limit_train_batches"):
-            batches = itertools.islice(batches, int(tr["limit_train_batches"]))
+        n_steps = min(steps_per_epoch, total_steps - state["step"])
+        batches = task.train_batches(store, split, max_len=max_len, batch_size=batch_size, epoch=epoch, seed=seed,
+                                     memory=model.history_memory)
+        batches = itertools.islice(batches, n_steps)
         for inputs, targets in tqdm(batches, desc=f"epoch {epoch + 1}/{max_epochs}", disable=not progress,
-                                    leave=False, unit="batch"):
+                                    leave=False, unit="batch", total=n_steps):
             key = jax.random.fold_in(base_key, state["step"])
             losses.append(step_fn(model, optimizer, inputs, targets, key))
             events += int(inputs["lengths"].sum())
+            state["train_targets"] = state.get("train_targets", 0) + task.n_targets(targets)
             state["step"] += 1
         train_loss = float(np.mean(jax.device_get(losses))) if losses else float("nan")
         train_s = time.perf_counter() - t0
         valid = task.evaluate(score_fn, store, split.valid, progress=False).metrics
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "train_s": train_s,
+        if monitor not in valid:
+            raise KeyError(f"task.monitor={monitor!r} is not a validation metric of task={task.name}; "
+                           f"available: {sorted(valid)}.")
+        if not np.isfinite(valid[monitor]):
+            raise ValueError(f"validation {monitor} is {valid[monitor]} after epoch {epoch + 1}: no checkpoint "
+                             "can be chosen on it (e.g. no validation rows it is defined on); pick another "
+                             "task.monitor or check the split report.")
+        record = {"epoch": epoch + 1, "step": state["step"], "train_loss": train_loss, "train_s": train_s,
                   "events_per_s": events / max(train_s, 1e-9), **{f"valid/{k}": v for k, v in valid.items()}}
         state["history"].append(record)
         state["train_events"] += events
         state["train_seconds"] += train_s
         tracker.log({"train/loss": train_loss, "train/events_per_s": record["events_per_s"],
                      **{f"valid/{k}": v for k, v in valid.items()}}, step=epoch + 1)
-        log.info("epoch %d loss %.4f valid %s %.4f (%.1fs)", epoch + 1, train_loss, monitor, valid[monitor], train_s)
+        log.info("epoch %d (step %d/%d) loss %.4f valid %s %.4f (%.1fs)", epoch + 1, state["step"],
+                 total_steps, train_loss, monitor, valid[monitor], train_s)
         state["epoch"] = epoch + 1
         if state["best"] is None or valid[monitor] > state["best"]:
             state.update(best=float(valid[monitor]), best_epoch=epoch + 1, bad_epochs=0, best_valid=valid)
@@ -275,6 +305,9 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
         wall_s=time.perf_counter() - t_start,
         train_events_per_s=state["train_events"] / max(state["train_seconds"], 1e-9),
         epochs_trained=state["epoch"],
+        steps_trained=state["step"],
+        total_steps=total_steps,
+        training_signal=training_signal(model, task, state),
         best_epoch=state["best_epoch"],
         n_test=len(split.test),
     )

@@ -18,7 +18,7 @@ from flax import nnx
 
 from attnlab.baselines.registry import churn_baselines, ranking_baselines
 from attnlab.data import splits as protocols
-from attnlab.data.batching import Batch, make_batch, next_basket_targets
+from attnlab.data.batching import make_batch, next_basket_targets, window_ends
 from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples, Split
 from attnlab.eval import evaluate as evaluation
@@ -48,7 +48,8 @@ def _predictor(fn, model, *, max_len: int, batch_size: int, use_cutoff: bool):
         for i in range(0, len(ex), batch_size):
             sl = slice(i, i + batch_size)
             b = make_batch(store, customers=ex.customer[sl], ends=ex.end[sl],
-                           cutoffs=ex.cutoff[sl] if use_cutoff else None, max_len=max_len)
+                           cutoffs=ex.cutoff[sl] if use_cutoff else None, max_len=max_len,
+                           memory=getattr(model, "history_memory", 0))
             out.append(np.asarray(fn(model, _pad_rows(b.model_inputs(), batch_size)))[: len(b.lengths)])
         if out:
             return np.concatenate(out)
@@ -85,6 +86,24 @@ def sample_target_positions(targets: np.ndarray, n: int, rng: np.random.Generato
     index = np.argsort(keys, axis=1)[:, :n]
     item = np.take_along_axis(targets, index, axis=1)
     return index.astype(np.int32), item.astype(np.int32)
+
+
+def pick_per_group(offsets: np.ndarray, per: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``per`` distinct members of each group, uniformly at random.
+
+    Args:
+      offsets: ``int64[n_groups + 1]``: group ``g`` is ``[offsets[g], offsets[g + 1])``.
+      per: members per group (all of a smaller group).
+      rng: seeded by the caller (one draw per member).
+
+    Returns:
+      ``int64[k]`` chosen member indices, grouped by group (order inside a group random).
+    """
+    counts = np.diff(offsets)
+    grp = np.repeat(np.arange(len(counts)), counts)
+    order = np.lexsort((rng.random(len(grp)), grp))
+    rank = np.arange(len(grp)) - np.repeat(offsets[:-1], counts)
+    return order[rank < per]
 
 
 PROPOSALS = ("uniform", "log_uniform", "popularity")
@@ -164,14 +183,28 @@ def sampled_softmax_options(cfg: dict[str, Any]) -> tuple[int, str, float]:
 class NextItemTask:
     """Next item after the history (leave-last-basket-out, full-catalogue ranking).
 
-    Training windows: the customer's training prefix (events before the validation
-    basket) cut into non-overlapping ``max_len`` windows from the most recent backwards,
-    at most ``windows_per_customer`` per customer; every position's target is an item of
-    the next purchase basket (:func:`attnlab.data.batching.next_basket_targets`).
+    Training windows (:meth:`train_windows`): each pass draws ``windows_per_customer``
+    window ends per customer, seeded by ``(seed, epoch)``, among the ends of the
+    customer's training baskets that have a next-basket target; a window is the last
+    ``max_len`` events before its end. So the last slot of every window, the slot the
+    test query sits in, is trained, and every basket of the training prefix can end a
+    window (not only the most recent one). Every position's target is an item of the
+    next purchase basket (:func:`attnlab.data.batching.next_basket_targets`); all
+    positions with a target are trained (``loss_positions: 0``), or a seeded sample of
+    ``loss_positions`` per window.
 
-    Loss: full-catalogue softmax by default; with ``sampled_softmax.negatives: N > 0``
-    a sampled softmax over ``N`` negatives per batch (:class:`NegativeSampler`, proposal
-    fitted on the training targets only). Evaluation always ranks the full catalogue.
+    Features (``task.encoder``, the model's default encoder): ``causal``, forward
+    positions and event-local features, so a position's input never depends on the events after it
+    (no "age at the window's end", which would tell an inner position when the window's
+    next basket comes and differs from the test query's age 0).
+
+    Loss: logQ-corrected sampled softmax over ``sampled_softmax.negatives`` shared
+    popularity-sampled negatives per batch (:class:`NegativeSampler`, proposal fitted
+    on the training targets only); the exact full softmax when ``negatives`` is 0 or at
+    least the catalogue size. Evaluation always ranks the full catalogue.
+
+    After :meth:`prepare`, :attr:`target_counts` holds the training-target count per
+    item (the catalogue bias is initialised from it).
 
     After :meth:`baselines`, ``baseline_fit_s`` maps each baseline to its fit seconds.
     """
@@ -181,9 +214,20 @@ class NextItemTask:
 
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
+        self.monitor = cfg.get("monitor") or type(self).monitor
         self.ks = tuple(cfg.get("ks", (10, 20)))
         self.negatives, self.proposal, self.alpha = sampled_softmax_options(cfg)
+        self.windows_per_customer = int(cfg.get("windows_per_customer", 4))
+        self.window_ends = str(cfg.get("window_ends") or "random")
+        if self.window_ends not in ("random", "latest"):
+            raise ValueError(f"task.window_ends={self.window_ends!r} is not one of ['random', 'latest'].")
+        self.loss_positions = int(cfg.get("loss_positions", 0) or 0)
+        if self.windows_per_customer < 1:
+            raise ValueError(f"task.windows_per_customer must be >= 1, got {self.windows_per_customer}.")
+        if self.loss_positions < 0:
+            raise ValueError(f"task.loss_positions must be >= 0 (0 = every position), got {self.loss_positions}.")
         self.sampler: NegativeSampler | None = None
+        self.target_counts: np.ndarray | None = None
         self.baseline_fit_s: dict[str, float] = {}
 
     # -- protocol ---------------------------------------------------------------
@@ -202,53 +246,86 @@ class NextItemTask:
     # -- training data ----------------------------------------------------------
     def prepare(self, store: SequenceStore, split: Split) -> None:
         self._targets = next_basket_targets(store, split.train_end)
+        self._ends, self._end_offsets = window_ends(store, self._targets)
+        hits = self._targets[self._targets > 0]
+        self.target_counts = np.bincount(hits, minlength=store.n_items + 1)
         self.sampler = None
-        if self.negatives:
-            hits = self._targets[self._targets > 0]
-            self.sampler = NegativeSampler(np.bincount(hits, minlength=store.n_items + 1),
-                                           proposal=self.proposal, alpha=self.alpha)
+        if self.negatives and self.negatives < store.n_items:
+            self.sampler = NegativeSampler(self.target_counts, proposal=self.proposal, alpha=self.alpha)
 
-    def train_windows(self, store: SequenceStore, split: Split, *, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(customers, ends)`` of every training window (deterministic)."""
-        per = int(self.cfg.get("windows_per_customer", 4))
+    def train_windows(self, store: SequenceStore, split: Split, *, max_len: int, epoch: int = 0,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``(customers, ends)`` of one pass's training windows (after :meth:`prepare`).
+
+        ``windows_per_customer`` distinct ends per customer (all of them if it has
+        fewer), drawn uniformly from its candidate ends with ``(seed, epoch)``.
+        """
+        per = self.windows_per_customer
+        if self.window_ends == "latest":
+            return self._latest_windows(store, split, max_len=max_len)
+        chosen = pick_per_group(self._end_offsets, per, np.random.default_rng([seed, epoch, 2]))
+        cust_of = np.repeat(np.arange(len(self._end_offsets) - 1), np.diff(self._end_offsets))
+        return cust_of[chosen], self._ends[chosen]
+
+    def _latest_windows(self, store: SequenceStore, split: Split, *, max_len: int):
+        """The v0.1 windows (``window_ends: latest``, kept for the ablation): the training
+        prefix cut into non-overlapping ``max_len`` windows from ``train_end`` backwards,
+        at most ``windows_per_customer``; the same every pass. The newest window ends at
+        ``train_end``, whose last basket has no target, so its last slot is never trained."""
         starts = np.asarray(store.offsets)[:-1]
         n = np.asarray(split.train_end) - starts
-        k = np.minimum(np.ceil(n / max_len).astype(np.int64), per)
+        k = np.minimum(np.ceil(n / max_len).astype(np.int64), self.windows_per_customer)
         cust = np.repeat(np.arange(store.n_customers), k)
         rank = np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)
         ends = np.asarray(split.train_end)[cust] - rank * max_len
         keep = ends - starts[cust] >= 2
         return cust[keep], ends[keep]
 
+    def steps_per_epoch(self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int) -> int:
+        """Batches in one pass (after :meth:`prepare`)."""
+        if self.window_ends == "latest":
+            n = len(self._latest_windows(store, split, max_len=max_len)[0])
+        else:
+            n = int(np.minimum(np.diff(self._end_offsets), self.windows_per_customer).sum())
+        return -(-n // batch_size)
+
     def train_batches(
-        self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int, epoch: int, seed: int
+        self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int, epoch: int, seed: int,
+        memory: int = 0,
     ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
         """Yields ``(inputs, targets)``; targets hold ``index``/``item`` ``int32[batch, P]``
         and, with sampled softmax, the batch's shared negatives ``neg_item int32[N]``
         and ``neg_log_count float32[N]`` (``log(N q)``).
 
-        The full-catalogue softmax is the expensive part (``n_items`` logits per
-        position), so each window contributes ``loss_positions`` seeded-random positions
-        that have a target (all of them if fewer): an unbiased estimate of the mean
-        per-position loss, at a fraction of the cost. 0 = every position. Negatives come
-        from their own ``(seed, epoch)`` generator, so a resumed run draws the same ones
-        and turning sampled softmax on leaves the order and positions unchanged.
+        ``P = max_len`` (every position with a target) unless ``loss_positions`` asks for
+        a seeded sample per window. Negatives come from their own ``(seed, epoch)``
+        generator, so a resumed run draws the same ones and turning sampled softmax on
+        leaves the order and positions unchanged. ``memory``: history-memory slots per
+        row (``model.history_memory``; 0 = none).
         """
-        cust, ends = self.train_windows(store, split, max_len=max_len)
+        cust, ends = self.train_windows(store, split, max_len=max_len, epoch=epoch, seed=seed)
         rng = np.random.default_rng([seed, epoch])
         neg_rng = np.random.default_rng([seed, epoch, 1])
         order = rng.permutation(len(cust))
-        n_pos = int(self.cfg.get("loss_positions", 0)) or max_len
         for i in range(0, len(order), batch_size):
             sel = order[i : i + batch_size]
             batch = make_batch(store, customers=cust[sel], ends=ends[sel], cutoffs=None,
-                               max_len=max_len, targets=self._targets)
-            index, item = sample_target_positions(batch.targets, n_pos, rng)
+                               max_len=max_len, targets=self._targets, memory=memory)
+            if self.loss_positions:
+                index, item = sample_target_positions(batch.targets, self.loss_positions, rng)
+            else:
+                index = np.broadcast_to(np.arange(max_len, dtype=np.int32), batch.targets.shape).copy()
+                item = batch.targets.astype(np.int32)
             inputs = _pad_rows(batch.model_inputs(), batch_size)
             targets = _pad_rows({"index": index, "item": item}, batch_size)
             if self.sampler is not None:
                 targets["neg_item"], targets["neg_log_count"] = self.sampler.draw(neg_rng, self.negatives)
             yield inputs, targets
+
+    @staticmethod
+    def n_targets(targets) -> int:
+        """Training targets in one batch (positions with a target item)."""
+        return int((np.asarray(targets["item"]) > 0).sum())
 
     @staticmethod
     def loss(model, inputs, targets, rngs):
@@ -295,22 +372,27 @@ class ChurnTask:
     """No purchase within ``horizon`` after the cut-off (AUC, PR-AUC, log loss, Brier).
 
     Trains on ``split.train`` examples only (inputs and labels before the validation
-    cut-off in temporal mode; disjoint customers in holdout mode).
+    cut-off in temporal mode; disjoint customers in holdout mode). With
+    ``train_stride`` the split has rolling training cut-offs (many labels per
+    customer, :func:`attnlab.data.splits.churn_split`); each pass then draws
+    ``windows_per_customer`` of a customer's labelled cut-offs (0 = all).
 
     After :meth:`baselines`, ``baseline_fit_s`` maps each baseline to its fit seconds.
     """
 
     name = "churn"
     monitor = "auc"
+    target_counts = None  # no catalogue
 
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
+        self.monitor = cfg.get("monitor") or type(self).monitor
         self.baseline_fit_s: dict[str, float] = {}
 
     def split(self, store: SequenceStore, *, seed: int) -> Split:
         return protocols.churn_split(
             store, cutoff=self.cfg.get("cutoff"), horizon=self.cfg.get("horizon", "8W"),
-            mode=self.cfg.get("mode", "temporal"), seed=seed,
+            mode=self.cfg.get("mode", "temporal"), seed=seed, train_stride=self.cfg.get("train_stride"),
         )
 
     def baselines(self, store: SequenceStore, split: Split) -> dict[str, ScoreFn]:
@@ -326,16 +408,40 @@ class ChurnTask:
     def prepare(self, store: SequenceStore, split: Split) -> None:
         if split.train is None or len(split.train) == 0:
             raise ValueError("churn: the split has no training examples; move the cut-off later.")
-
-    def train_batches(self, store, split, *, max_len, batch_size, epoch, seed):
         ex = split.train
+        self._offsets = np.concatenate([[0], np.flatnonzero(np.diff(ex.customer)) + 1, [len(ex)]]).astype(np.int64)
+
+    def train_rows(self, split: Split, *, epoch: int, seed: int) -> np.ndarray:
+        """Rows of ``split.train`` used in one pass: ``windows_per_customer`` distinct
+        labelled cut-offs per customer (all of them if it has fewer), seeded by
+        ``(seed, epoch)``; 0 = every row."""
+        per = int(self.cfg.get("windows_per_customer") or 0)
+        n = len(split.train)
+        if not per:
+            return np.arange(n)
+        return np.sort(pick_per_group(self._offsets, per, np.random.default_rng([seed, epoch, 2])))
+
+    def steps_per_epoch(self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int) -> int:
+        per = int(self.cfg.get("windows_per_customer") or 0)
+        counts = np.diff(self._offsets)
+        n = int(np.minimum(counts, per).sum()) if per else int(counts.sum())
+        return -(-n // batch_size)
+
+    def train_batches(self, store, split, *, max_len, batch_size, epoch, seed, memory=0):
+        ex = split.train.take(self.train_rows(split, epoch=epoch, seed=seed))
         order = np.random.default_rng([seed, epoch]).permutation(len(ex))
         for i in range(0, len(order), batch_size):
             sel = order[i : i + batch_size]
-            b = make_batch(store, customers=ex.customer[sel], ends=ex.end[sel], cutoffs=ex.cutoff[sel], max_len=max_len)
+            b = make_batch(store, customers=ex.customer[sel], ends=ex.end[sel], cutoffs=ex.cutoff[sel],
+                           max_len=max_len, memory=memory)
             labels = np.full(batch_size, -1.0, np.float32)  # -1 marks padded rows
             labels[: len(sel)] = ex.label[sel]
             yield _pad_rows(b.model_inputs(), batch_size), labels
+
+    @staticmethod
+    def n_targets(labels) -> int:
+        """Labelled rows in one batch (padding rows are -1)."""
+        return int((np.asarray(labels) >= 0).sum())
 
     @staticmethod
     def loss(model, inputs, labels, rngs):

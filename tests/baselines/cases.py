@@ -53,3 +53,25 @@ def make_case(*, poison: bool, n_train: dict[int, int] | None = None):
     ex = Examples(customer=cs.astype(np.int64), end=end.astype(np.int64), cutoff=cutoff.astype(np.int64),
                   target_offsets=one, target_items=np.array([BASKETS[c][-1][1][0] for c in cs], np.int32))
     return store, train_end.astype(np.int64), ex
+
+
+class Untouchable:
+    """Stands in for ``split.test`` where it must not be read: any use fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"split.test.{name} was read")
+
+    def __len__(self):
+        raise AssertionError("len(split.test) was taken")
+
+
+def check_contract_and_no_leakage(factory, *, skip_column0: bool = False) -> None:
+    """A ranking baseline's scores are float32 ``[m, N_ITEMS + 1]``, finite, and do not
+    change when events after every example's end (and after ``train_end``) are poisoned."""
+    clean, te_c, ex_c = make_case(poison=False)
+    dirty, te_d, ex_d = make_case(poison=True)
+    s_clean = factory().fit(clean, te_c).score(clean, ex_c)
+    s_dirty = factory().fit(dirty, te_d).score(dirty, ex_d)
+    assert s_clean.shape == (len(ex_c), N_ITEMS + 1) and s_clean.dtype == np.float32
+    assert np.isfinite(s_clean[:, 1:] if skip_column0 else s_clean).all()
+    np.testing.assert_array_equal(s_clean, s_dirty)

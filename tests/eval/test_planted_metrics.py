@@ -168,3 +168,16 @@ def test_simulator_planted_examples_are_leak_free_and_at_the_planted_distance():
         hist = store.item[store.offsets[split.test.customer[m]]:split.test.end[m]]
         assert split.test.target_items[m] not in hist
         assert split.test.target_items[m] in pairs[:, 1]
+
+
+def test_cue_share_only_with_a_cue_item():
+    """planted/cued: is the latest visible event the cue? (cue = source id 1 = vocab 2:
+    c1 ends on vocab 2, cued; c0 ends on 3, c3 and c4 on 1: not cued; c2 is not planted)."""
+    s, ex = planted_store()
+    assert "planted/cued" not in planted_metrics(s, ex, np.ones(5))[0]  # no cue: old keys only
+    cued = dataclasses.replace(s, meta={"source_meta": {"trigger_pairs": PAIRS_SOURCE, "cue_item": 1}})
+    m, per = planted_metrics(cued, ex, np.ones(5))
+    np.testing.assert_array_equal(per["planted/cued"], [0, 1, np.nan, 0, 0])
+    assert m["planted/cued"] == pytest.approx(1 / 4)
+    absent = dataclasses.replace(s, meta={"source_meta": {"trigger_pairs": PAIRS_SOURCE, "cue_item": 999}})
+    assert "planted/cued" not in planted_metrics(absent, ex, np.ones(5))[0]

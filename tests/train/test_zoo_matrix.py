@@ -101,12 +101,12 @@ def fixed_batch_losses(cfg, out: Path) -> tuple[float, float]:
     task = make_task(c["task"])
     split = task.split(store, seed=seed)
     task.prepare(store, split)
+    model = build_model(c["model"], n_items=store.n_items, seed=seed)
     inputs, targets = next(iter(task.train_batches(
         store, split, max_len=int(c["model"]["max_len"]), batch_size=int(c["trainer"]["batch_size"]),
-        epoch=0, seed=seed)))
+        epoch=0, seed=seed, memory=model.history_memory)))
     if isinstance(targets, dict):  # always the full softmax, whatever the run trained with
         targets = {k: targets[k] for k in ("index", "item")}
-    model = build_model(c["model"], n_items=store.n_items, seed=seed)
 
     def loss(model):  # eager (no jit): cheaper than compiling it for every run
         return task.loss(model, inputs, targets, None)  # rngs=None: no dropout

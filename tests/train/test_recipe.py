@@ -1,0 +1,352 @@
+"""The training recipe (docs/models.md): windows, features, schedule, decay groups,
+catalogue bias, rolling churn cut-offs. Each test fails on the v0.1 recipe."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from hydra import compose, initialize_config_dir
+
+from attnlab.data.batching import make_batch, window_ends
+from attnlab.data.pipeline import load_sequences
+from attnlab.data.splits import churn_split, next_item_split, to_duration_seconds
+from attnlab.models import build_model
+from attnlab.train.loop import train_and_evaluate
+from attnlab.train.optim import TrainerConfig, decay_mask, lr_schedule, make_optimizer
+from attnlab.train.tasks import ChurnTask, NextItemTask
+from tests.train.test_train import CONFIGS
+
+TINY_DATA = {"n_customers": 120, "n_items": 60}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return load_sequences("synthetic", TINY_DATA, cache_dir=str(tmp_path_factory.mktemp("c")), progress=False)
+
+
+def _task(**cfg):
+    return NextItemTask({"name": "next_item", "windows_per_customer": 4, **cfg})
+
+
+# ---------------------------------------------------------------------------- windows
+
+
+def test_every_window_ends_on_a_trained_slot_like_the_test_query(store):
+    split = next_item_split(store, seed=0)
+    task = _task()
+    task.prepare(store, split)
+    cust, ends = task.train_windows(store, split, max_len=16, epoch=0, seed=0)
+    b = make_batch(store, customers=cust, ends=ends, cutoffs=None, max_len=16, targets=task._targets)
+    last = b.targets[np.arange(len(cust)), b.lengths - 1]
+    assert (last > 0).all()                      # the test query's slot is trained in every window
+    basket = np.asarray(store.basket)
+    # and, like a test history, the window ends at a basket boundary (its last event ends a basket)
+    nxt_same_customer = ends < np.asarray(store.offsets)[cust + 1]
+    assert (basket[ends[nxt_same_customer]] != basket[ends[nxt_same_customer] - 1]).all()
+    assert (ends <= split.train_end[cust]).all()
+
+
+def test_latest_windows_never_train_the_last_slot(store):
+    """v0.1's windows (kept as window_ends=latest for the ablation): the newest window ends
+    at train_end, whose last basket has no target."""
+    split = next_item_split(store, seed=0)
+    task = _task(window_ends="latest", windows_per_customer=1)
+    task.prepare(store, split)
+    cust, ends = task.train_windows(store, split, max_len=16)
+    b = make_batch(store, customers=cust, ends=ends, cutoffs=None, max_len=16, targets=task._targets)
+    assert (b.targets[np.arange(len(cust)), b.lengths - 1] == 0).all()
+
+
+def test_window_ends_are_reseeded_per_pass_and_reproducible(store):
+    split = next_item_split(store, seed=0)
+    task = _task(windows_per_customer=2)
+    task.prepare(store, split)
+    a = task.train_windows(store, split, max_len=16, epoch=0, seed=0)
+    b = task.train_windows(store, split, max_len=16, epoch=0, seed=0)
+    c = task.train_windows(store, split, max_len=16, epoch=1, seed=0)
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(np.sort(a[1]), np.sort(c[1]))
+    # at most 2 distinct ends per customer, all candidates
+    ends, off = window_ends(store, task._targets)
+    for cu in np.unique(a[0]):
+        mine = a[1][a[0] == cu]
+        assert len(mine) == len(set(mine)) <= 2
+        assert set(mine) <= set(ends[off[cu]:off[cu + 1]])
+
+
+def test_every_position_with_a_target_is_trained(store):
+    split = next_item_split(store, seed=0)
+    task = _task()
+    task.prepare(store, split)
+    inputs, targets = next(task.train_batches(store, split, max_len=16, batch_size=8, epoch=0, seed=0))
+    assert targets["index"].shape == (8, 16)
+    item = targets["item"]
+    # every valid position keeps its target (no sampling), padding has none
+    valid = np.arange(16)[None, :] < inputs["lengths"][:, None]
+    assert (item[~valid] == 0).all()
+    assert (item[valid] > 0).mean() > 0.5
+
+
+# ---------------------------------------------------------------------------- features
+
+
+@pytest.mark.parametrize("encoder,leaks", [("causal", False), ("cutoff_relative", True)])
+def test_a_positions_state_does_not_depend_on_later_events(store, encoder, leaks):
+    """A trained inner query must look like the test query: its hidden state may not
+    depend on anything after it (cutoff-relative ages do: they measure to the window end)."""
+    model = build_model({"name": "vanilla", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 16,
+                         "dropout": 0.0, "item_head": "softmax", "encoder": encoder}, n_items=store.n_items, seed=0)
+    c = np.flatnonzero(np.asarray(store.lengths) >= 16)[:4]
+    ends = np.asarray(store.offsets)[c] + 16
+    full = make_batch(store, customers=c, ends=ends, cutoffs=None, max_len=16)
+    short = make_batch(store, customers=c, ends=ends - 6, cutoffs=None, max_len=16)
+    h_full = model.hidden(full.model_inputs())[:, :10]
+    h_short = model.hidden(short.model_inputs())[:, :10]
+    same = np.allclose(np.asarray(h_full), np.asarray(h_short), atol=1e-5)
+    assert same != leaks
+
+
+def test_continuous_features_start_at_the_embeddings_scale():
+    def ratio(std):
+        cfg = {"name": "vanilla", "d_model": 32, "n_layers": 1, "n_heads": 2, "max_len": 8, "dropout": 0.0,
+               "continuous_std": std}
+        m = build_model(cfg, n_items=50, seed=0)
+        feats = jnp.asarray([[1.5, 3.0, 2.0, 0.7]])  # typical gap / age / value / quantity magnitudes
+        cont = feats @ m.encoder.continuous.kernel[...]
+        return float(jnp.std(cont) / jnp.std(m.encoder.item.embedding[...]))
+
+    assert ratio(0.02) < 5.0
+    assert ratio(None) > 30.0   # the fan-in default drowns the item identity
+
+
+# ------------------------------------------------------------------ optimiser pieces
+
+
+def test_weight_decay_groups_follow_the_config():
+    m = build_model({"name": "time_decay", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 8,
+                     "dropout": 0.0, "item_head": "copy"}, n_items=20, seed=0)
+    params = nnx.state(m, nnx.Param)
+    flat = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(decay_mask(params))}
+    decayed = {k for k, v in flat.items() if v}
+    assert decayed and all("kernel" in k for k in decayed)
+    for frag in ("embedding", "['bias']", "scale", "raw_slopes"):
+        assert not any(frag in k for k in decayed), frag
+    assert any("['item']['embedding']" in k for k in flat)
+    assert all(jax.tree.leaves(decay_mask(params, decay="all")))
+
+
+def test_weight_decay_spares_embeddings_in_an_update():
+    m = build_model({"name": "vanilla", "d_model": 8, "n_layers": 1, "n_heads": 2, "max_len": 4,
+                     "dropout": 0.0}, n_items=5, seed=0)
+    emb0 = np.asarray(m.encoder.item.embedding[...]).copy()
+    ker0 = np.asarray(m.encoder.continuous.kernel[...]).copy()
+    opt = nnx.Optimizer(m, make_optimizer({"lr": 0.1, "weight_decay": 0.5, "warmup": 0.0, "schedule": "constant",
+                                           "max_steps": 10}), wrt=nnx.Param)
+    zeros = jax.tree.map(jnp.zeros_like, nnx.state(m, nnx.Param))
+    opt.update(m, zeros)   # zero gradient: only decay moves parameters
+    np.testing.assert_array_equal(np.asarray(m.encoder.item.embedding[...]), emb0)
+    np.testing.assert_allclose(np.asarray(m.encoder.continuous.kernel[...]), ker0 * (1 - 0.1 * 0.5), rtol=1e-5)
+
+
+def test_schedule_warms_up_within_five_percent_then_decays():
+    cfg = TrainerConfig(lr=1e-3, warmup=0.05, schedule="cosine", max_steps=1000)
+    s = lr_schedule(cfg, 1000)
+    lrs = np.array([float(s(i)) for i in range(0, 1001, 10)])
+    peak = int(np.argmax(lrs)) * 10
+    assert peak <= 50 and np.isclose(lrs.max(), 1e-3)
+    assert lrs[-1] < 1e-6 and np.all(np.diff(lrs[6:]) <= 1e-12)
+
+
+@pytest.mark.parametrize("bad,match", [({"lr": -1}, "trainer.lr"), ({"max_epoch": 1}, "unknown trainer key"),
+                                       ({"batch_size": 0}, "trainer.batch_size"),
+                                       ({"warmup": 0.5, "schedule": "cosin"}, "trainer.schedule"),
+                                       ({"max_steps": None, "max_epochs": None}, "both null")])
+def test_trainer_config_rejects_nonsense(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TrainerConfig.from_dict(bad)
+
+
+def tiny(tmp_path, *overrides):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name="config", overrides=[
+            "debug=tiny", f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}",
+            *overrides])
+
+
+def test_catalogue_bias_learns_and_keeps_log_popularity(tmp_path, store):
+    """With init_bias=log_popularity the bias starts at log-popularity; after training it
+    still tracks it (rank correlation, recomputed here from the best checkpoint and filed
+    in the result's training signal)."""
+    from scipy.stats import spearmanr
+
+    from attnlab.train.checkpoint import Checkpoints
+
+    cfg = tiny(tmp_path, "trainer.max_steps=60")
+    result = train_and_evaluate(cfg)
+    model = build_model(dict(cfg.model), n_items=store.n_items, seed=0)
+    opt = nnx.Optimizer(model, make_optimizer(dict(cfg.trainer)), wrt=nnx.Param)
+    Checkpoints(tmp_path / "run" / "checkpoints").restore("best", (model, opt))
+    task = NextItemTask(dict(cfg.task))
+    task.prepare(store, next_item_split(store, seed=0))
+    counts = task.target_counts[1:]
+    bias = np.asarray(model.catalogue.bias[...])[1:]
+    seen = counts > 0
+    rho = spearmanr(bias[seen], np.log(counts[seen])).statistic
+    assert rho > 0.9, rho
+    signal = result.provenance["training_signal"]
+    assert signal["bias_popularity_spearman"] == pytest.approx(rho, abs=1e-6)
+    assert signal["steps"] == result.provenance["steps_trained"] > 0
+    assert signal["targets"] > 0 and signal["targets_per_step"] > 16   # more than one target per row
+
+
+# ------------------------------------------------------------------------------ churn
+
+
+def test_rolling_churn_cutoffs_give_many_labels_before_the_valid_cutoff(store):
+    h = "2W"
+    one = churn_split(store, horizon=h)
+    roll = churn_split(store, horizon=h, train_stride="1W")
+    vc = int(one.valid.cutoff[0])
+    assert len(roll.train) > 3 * len(one.train)
+    # every training label window ends by the validation cut-off
+    assert (roll.train.cutoff + to_duration_seconds(h) <= vc).all()
+    assert (roll.train.end <= roll.train_end[roll.train.customer]).all()
+    # the single-cutoff examples are among them, with the same labels
+    key = lambda ex: set(zip(ex.customer.tolist(), ex.cutoff.tolist(), ex.label.tolist()))
+    assert key(one.train) <= key(roll.train)
+    np.testing.assert_array_equal(roll.valid.label, one.valid.label)
+    np.testing.assert_array_equal(roll.test.label, one.test.label)
+
+    task = ChurnTask({"name": "churn", "horizon": h, "train_stride": "1W", "windows_per_customer": 3})
+    task.prepare(store, roll)
+    rows0 = task.train_rows(roll, epoch=0, seed=0)
+    rows1 = task.train_rows(roll, epoch=1, seed=0)
+    assert np.bincount(roll.train.customer[rows0]).max() <= 3
+    assert not np.array_equal(rows0, rows1)
+
+
+def test_attention_pooled_churn_head_learns_a_signal_far_back():
+    """Label = whether the OLDEST event of a 48-event window is item 1: the head that
+    attends over the window learns it (AUC > 0.9 on fresh rows)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    n, L = 512, 48
+
+    def data(k):
+        item = rng.integers(2, 30, (k, L)).astype(np.int32)
+        label = rng.random(k) < 0.5
+        item[:, 0] = np.where(label, 1, item[:, 0])
+        z = np.zeros((k, L), np.float32)
+        inputs = {"item": item, "event_type": np.ones((k, L), np.int32), "time": z, "gap": z, "age": z,
+                  "value": z, "quantity": z, "weekday": np.zeros((k, L), np.int32),
+                  "hour": np.zeros((k, L), np.int32), "lengths": np.full(k, L, np.int32)}
+        return inputs, label.astype(np.float32)
+
+    train, test = data(n), data(256)
+
+    def fit(pool):
+        m = build_model({"name": "vanilla", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": L,
+                         "dropout": 0.0, "churn_pool": pool}, n_items=30, seed=0)
+        opt = nnx.Optimizer(m, make_optimizer({"lr": 3e-3, "max_steps": 300, "warmup": 0.0}), wrt=nnx.Param)
+
+        @nnx.jit
+        def step(m, opt, x, y):
+            def loss(m):
+                logit = m.churn_logit(x)
+                return jnp.mean(jnp.logaddexp(0.0, logit) - y * logit)
+
+            v, g = nnx.value_and_grad(loss)(m)
+            opt.update(m, g)
+            return v
+
+        for i in range(300):
+            sel = rng.integers(0, n, 64)
+            step(m, opt, {k: v[sel] for k, v in train[0].items()}, train[1][sel])
+        return roc_auc_score(test[1], np.asarray(m.churn_logit(test[0])))
+
+    assert fit("attention") > 0.9
+
+
+# ------------------------------------------------------------------- history memory
+
+
+def test_history_memory_counts_only_purchases_before_the_window():
+    from attnlab.data.batching import history_memory
+    from tests.train.test_batching import C, P, store_from_rows
+
+    day = 86400
+    s = store_from_rows([(0, 1 * day, 10, 1, P), (0, 1 * day, 10, 2, P), (0, 2 * day, 11, 1, P),
+                         (0, 3 * day, -1, 3, C), (0, 4 * day, 12, 3, P), (0, 5 * day, 13, 2, P),
+                         (0, 6 * day, 14, 1, P)])
+    item, count, last = history_memory(s, np.array([0]), np.array([6]), k=3)
+    # 1 and 2 bought twice (2 more recently), 3 once (the campaign event with item 3 is not a purchase)
+    assert item.tolist() == [[2, 1, 3]]
+    np.testing.assert_allclose(count, np.log1p([[2, 2, 1]]))
+    assert last.tolist() == [[5 * day, 2 * day, 4 * day]]
+    # a window over the whole history leaves nothing to remember; k caps the slots
+    assert (history_memory(s, np.array([0]), np.array([0]), k=3)[0] == 0).all()
+    assert history_memory(s, np.array([0]), np.array([6]), k=1)[0].tolist() == [[2]]
+
+
+def test_history_memory_never_reads_the_window_or_later(store):
+    c = np.flatnonzero(np.asarray(store.lengths) >= 40)[:3]
+    ends = np.asarray(store.offsets)[c] + 40
+    a = make_batch(store, customers=c, ends=ends, cutoffs=None, max_len=16, memory=8)
+    item = np.asarray(store.item).copy()
+    for cu, e in zip(c, ends):
+        item[e - 16:np.asarray(store.offsets)[cu + 1]] = 1   # the window and the future rewritten
+    changed = dataclasses.replace(store, item=item)
+    b = make_batch(changed, customers=c, ends=ends, cutoffs=None, max_len=16, memory=8)
+    np.testing.assert_array_equal(a.mem_item, b.mem_item)
+    np.testing.assert_array_equal(a.mem_count, b.mem_count)
+    filled = a.mem_item > 0
+    assert filled.any()
+    assert (a.mem_time <= a.time[:, :1])[filled].all()   # no later than the window's first event
+
+
+def test_copy_head_reaches_items_only_in_the_memory(store):
+    cfg = {"name": "vanilla", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 8, "dropout": 0.0,
+           "item_head": "copy", "history_memory": 8}
+    model = build_model(cfg, n_items=store.n_items, seed=0)
+    c = np.flatnonzero(np.asarray(store.lengths) >= 40)[:4]
+    ends = np.asarray(store.offsets)[c] + 40
+    b = make_batch(store, customers=c, ends=ends, cutoffs=None, max_len=8, memory=8)
+    x = b.model_inputs()
+    scores = np.asarray(model.next_item_scores(x))
+    no_mem = build_model({**cfg, "history_memory": 0}, n_items=store.n_items, seed=0)
+    base = np.asarray(no_mem.next_item_scores(make_batch(store, customers=c, ends=ends, cutoffs=None,
+                                                         max_len=8).model_inputs()))
+    for r in range(len(c)):
+        only_mem = set(b.mem_item[r][b.mem_item[r] > 0]) - set(b.item[r])
+        assert only_mem
+        for it in only_mem:   # the memory lifts exactly the items it holds
+            assert scores[r, it] > base[r, it] + 0.5
+    # the training loss reads the same distribution as scoring at the last slot
+    last = (b.lengths - 1)[:, None].astype(np.int32)
+    tgt = np.asarray([[sorted(set(b.mem_item[r][b.mem_item[r] > 0]) - set(b.item[r]))[0]] for r in range(len(c))],
+                     np.int32)
+    lp = np.asarray(model.target_log_prob(model.hidden(x), x, last, tgt))[:, 0]
+    np.testing.assert_allclose(lp, scores[np.arange(len(c)), tgt[:, 0]], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="history_memory"):
+        model.next_item_scores(make_batch(store, customers=c, ends=ends, cutoffs=None, max_len=8).model_inputs())
+
+
+def test_trainer_yaml_states_the_typed_defaults():
+    """configs/trainer/default.yaml and TrainerConfig may not drift apart."""
+    import dataclasses as dc
+
+    from omegaconf import OmegaConf
+
+    yaml = OmegaConf.to_container(OmegaConf.load(CONFIGS / "trainer" / "default.yaml"))
+    typed = {f.name: f.default for f in dc.fields(TrainerConfig)}
+    assert set(yaml) == set(typed)
+    assert {k: yaml[k] for k in typed} == typed
+
+
+def test_an_unknown_monitor_fails_with_the_available_metrics(tmp_path):
+    with pytest.raises(KeyError, match="task.monitor='ndcg@7' is not a validation metric.*ndcg@10"):
+        train_and_evaluate(tiny(tmp_path, "task.monitor=ndcg@7", "trainer.max_steps=2"))
