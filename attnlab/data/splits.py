@@ -541,8 +541,8 @@ def churn_split(store: SequenceStore, *, cutoff: TimeLike | None = None,
         lo = first
         while lo > t0:
             active = _purchase_counts(store, cust, None, lo, need_item=False) > 0
-            if not active.any():
-                break
+            if not (active if customers is None else active[customers]).any():
+                break   # none of these customers has bought yet: earlier cut-offs have no examples
             parts.append(window(lo, customers, "train"))
             cutoffs.append(lo)
             lo -= stride

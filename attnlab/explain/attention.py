@@ -394,6 +394,8 @@ def explain_prediction(model: SequenceModel, store: SequenceStore, customer: int
         inputs = {k: jnp.asarray(v) for k, v in batch.model_inputs().items()}
         w, _, log_g, _ = model.copy_pointer(h[:, n - 1:n], h, last, inputs)  # window slots first
         copy_gate = float(np.exp(np.asarray(log_g)[0, 0]))
+        # window slots only: with model.history_memory > 0 the rest of the pointer's mass
+        # (1 - the sum shown) is on the memory of items older than the window
         parts.append((COPY, pd.NA, pd.NA, np.asarray(w)[0, 0, :n]))
     frames = []
     for view, layer, head, w in parts:

@@ -4,7 +4,9 @@ For each labelled example (e.g. ``churn_split(store).test``) the model is replay
 its visible history (the last ``max_len`` events before the cut-off) with
 :func:`attnlab.explain.trace_attention`; the attention of the *last position* (the
 state the churn head reads) is rolled out across layers (Abnar & Zuidema, 2020) to a
-distribution over the customer's events (it sums to 1). That mass is summed per
+distribution over the customer's events (it sums to 1). With ``churn_pool: attention``
+the head also reads its own pooled view of the window; that pooling is not part of the
+rollout, so the mass here is the backbone's route to the last state only. That mass is summed per
 customer over three views of the events:
 
 * ``event_type`` -- purchase, return, campaign, coupon_redemption;

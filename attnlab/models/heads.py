@@ -155,8 +155,8 @@ class CopyHead(nnx.Module):
 
     With ``memory: K > 0`` the pointer also reaches the K most purchased items of the
     history older than the window (each slot keyed by its item embedding, scored with
-    its log count and the days since its last purchase), so the head never sees less
-    of the customer's repeat history than personal repeat does.
+    its log count and the days since its last purchase), so the head reaches the
+    repeat history older than the window, as personal repeat does (its top K items).
     """
 
     def __init__(self, d_model: int, *, memory: int = 0, rngs: nnx.Rngs):

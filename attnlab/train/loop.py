@@ -100,11 +100,17 @@ def _as_dict(cfg) -> dict[str, Any]:
     return dict(cfg)
 
 
-def training_signal(model, task, state: dict[str, Any]) -> dict[str, float]:
+def training_signal(model, task, state: dict[str, Any], *, init_bias: str = "log_popularity") -> dict[str, float]:
     """What the run's training saw and learnt, filed with every result: optimisation
     steps, training targets (in all and per step) and, with a catalogue, the rank
-    correlation of the learnt catalogue bias with training-target popularity (the
-    checkpoint evaluated on test). A result from an undertrained model shows here."""
+    correlation of the evaluated checkpoint's catalogue bias with training-target
+    popularity and how far the bias moved from its start (``init_bias``; RMS, nats).
+
+    With ``init_bias: zeros`` the correlation shows whether the softmax head learnt
+    popularity at all (v0.1's recipe: 0.22); with ``log_popularity`` it starts at 1,
+    so there it only shows the bias was not trained away from popularity, and
+    ``bias_moved_rms`` shows whether it was trained at all."""
+    from attnlab.models.heads import log_popularity_bias
     from attnlab.models.inspection import bias_popularity_correlation
 
     steps = int(state["step"])
@@ -112,6 +118,11 @@ def training_signal(model, task, state: dict[str, Any]) -> dict[str, float]:
            "targets_per_step": float(state.get("train_targets", 0)) / max(steps, 1)}
     if task.target_counts is not None:
         out["bias_popularity_spearman"] = bias_popularity_correlation(model, task.target_counts)
+        seen = np.asarray(task.target_counts)[1:] > 0
+        start = (np.asarray(log_popularity_bias(task.target_counts)) if init_bias == "log_popularity"
+                 else np.zeros(len(task.target_counts)))
+        moved = (np.asarray(model.catalogue.bias[...]) - start)[1:]
+        out["bias_moved_rms"] = float(np.sqrt(np.mean(moved[seen] ** 2))) if seen.any() else float("nan")
     return out
 
 
@@ -307,7 +318,7 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
         epochs_trained=state["epoch"],
         steps_trained=state["step"],
         total_steps=total_steps,
-        training_signal=training_signal(model, task, state),
+        training_signal=training_signal(model, task, state, init_bias=tr.init_bias),
         best_epoch=state["best_epoch"],
         n_test=len(split.test),
     )

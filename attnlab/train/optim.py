@@ -25,8 +25,11 @@ class TrainerConfig:
     The training recipe (see docs/models.md, "Training recipe"): AdamW, warm-up over
     ``warmup`` of the step budget then ``schedule`` decay to ``lr * min_lr_ratio``;
     weight decay on weight matrices only (``decay: kernels``), never on embeddings,
-    biases and norms; a budget in optimisation steps (``max_steps``), with
-    ``max_epochs`` as an optional cap on passes over the training windows.
+    biases and norms; a budget in optimisation steps (``max_steps``), which also sizes
+    the schedule. ``max_epochs`` is an optional cap on passes over the training
+    windows: like early stopping it ends a run before the budget without resizing the
+    schedule (so a run extended on resume continues the same schedule); with
+    ``max_steps: null`` the budget is ``max_epochs`` passes.
     """
 
     lr: float = 1e-3
@@ -39,7 +42,7 @@ class TrainerConfig:
     batch_size: int = 64
     eval_batch_size: int = 256
     max_steps: int | None = 800   # the step budget (and the schedule's length); null = max_epochs passes
-    max_epochs: int | None = None # cap on passes over the training windows (null = no cap)
+    max_epochs: int | None = None # cap on passes (stops early, like patience; the schedule stays sized by max_steps)
     patience: int = 3             # validation passes without improvement before stopping
     init_bias: str = "log_popularity"  # log_popularity | zeros: the catalogue bias at step 0
     resume: bool = True

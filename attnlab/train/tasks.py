@@ -35,7 +35,7 @@ def _pad_rows(arrays: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]
     return out
 
 
-def _predictor(fn, model, *, max_len: int, batch_size: int, use_cutoff: bool):
+def _predictor(fn, model, *, max_len: int, batch_size: int, use_cutoff: bool, memory: int = 0):
     """``(store, examples) -> np.ndarray`` running jitted ``fn(model, inputs)`` over
     fixed-size padded batches (one compilation), rows in example order.
 
@@ -49,7 +49,7 @@ def _predictor(fn, model, *, max_len: int, batch_size: int, use_cutoff: bool):
             sl = slice(i, i + batch_size)
             b = make_batch(store, customers=ex.customer[sl], ends=ex.end[sl],
                            cutoffs=ex.cutoff[sl] if use_cutoff else None, max_len=max_len,
-                           memory=getattr(model, "history_memory", 0))
+                           memory=memory)
             out.append(np.asarray(fn(model, _pad_rows(b.model_inputs(), batch_size)))[: len(b.lengths)])
         if out:
             return np.concatenate(out)
@@ -344,7 +344,8 @@ class NextItemTask:
         def scores(model, inputs):
             return model.next_item_scores(inputs)
 
-        return _predictor(scores, model, max_len=max_len, batch_size=batch_size, use_cutoff=False)
+        return _predictor(scores, model, max_len=max_len, batch_size=batch_size, use_cutoff=False,
+                          memory=model.history_memory)
 
 
 class NextBasketTask(NextItemTask):
@@ -428,12 +429,14 @@ class ChurnTask:
         return -(-n // batch_size)
 
     def train_batches(self, store, split, *, max_len, batch_size, epoch, seed, memory=0):
+        """Yields ``(inputs, labels)``. ``memory`` is ignored: the churn head does not
+        read the copy head's history memory."""
         ex = split.train.take(self.train_rows(split, epoch=epoch, seed=seed))
         order = np.random.default_rng([seed, epoch]).permutation(len(ex))
         for i in range(0, len(order), batch_size):
             sel = order[i : i + batch_size]
             b = make_batch(store, customers=ex.customer[sel], ends=ex.end[sel], cutoffs=ex.cutoff[sel],
-                           max_len=max_len, memory=memory)
+                           max_len=max_len)
             labels = np.full(batch_size, -1.0, np.float32)  # -1 marks padded rows
             labels[: len(sel)] = ex.label[sel]
             yield _pad_rows(b.model_inputs(), batch_size), labels

@@ -350,3 +350,21 @@ def test_trainer_yaml_states_the_typed_defaults():
 def test_an_unknown_monitor_fails_with_the_available_metrics(tmp_path):
     with pytest.raises(KeyError, match="task.monitor='ndcg@7' is not a validation metric.*ndcg@10"):
         train_and_evaluate(tiny(tmp_path, "task.monitor=ndcg@7", "trainer.max_steps=2"))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rolling_holdout_cutoffs_stop_where_the_train_group_has_no_history(seed):
+    """Only customer 0 buys early: rolling cut-offs before the others' first purchase have
+    no train-group example whenever customer 0 is not in the train group (an error before)."""
+    from tests.train.test_batching import P, store_from_rows
+
+    day = 86400
+    rows = [(0, 1 * day, 1, 1, P)] + [(c, (40 + c) * day, 10 + c, 2, P) for c in range(10)]
+    rows += [(c, (70 + c) * day, 100 + c, 3, P) for c in range(0, 10, 2)] + [(9, 120 * day, 200, 4, P)]
+    s = store_from_rows(rows)
+    split = churn_split(s, cutoff=int(60 * day), horizon="4W", mode="holdout_customers", seed=seed,
+                        train_stride="1W")
+    assert len(split.train) > 0
+    assert (split.train.cutoff <= 60 * day).all()
+    trained = set(split.train.customer.tolist())
+    assert trained.isdisjoint(split.test.customer.tolist())

@@ -24,7 +24,7 @@ def tiny_cfg(tmp_path, *overrides, out="run"):
 
 
 def test_default_config_trains_and_reports(tmp_path):
-    result = train_and_evaluate(tiny_cfg(tmp_path, "trainer.max_epochs=3", "trainer.patience=5"))
+    result = train_and_evaluate(tiny_cfg(tmp_path, "trainer.max_steps=48", "trainer.max_epochs=3", "trainer.patience=5"))
     losses = [h["train_loss"] for h in result.history]
     assert len(losses) == 3
     assert losses[-1] < losses[0], losses
