@@ -14,23 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from attnlab.data.schema import EventType
 from attnlab.data.sequences import SequenceStore
+from attnlab.data.sequences import purchase_mask as _purchase_mask  # noqa: F401 (used by the other baselines)
+from attnlab.data.sequences import range_events as _prefix_events
 from attnlab.data.splits import Examples
-
-
-def _purchase_mask(store: SequenceStore) -> np.ndarray:
-    return (store.event_type == EventType.PURCHASE) & (store.item > 0)
-
-
-def _prefix_events(offsets_start: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Event indices of the ranges ``[start_i, stop_i)`` and the range id of each."""
-    sizes = np.asarray(stops, dtype=np.int64) - np.asarray(offsets_start, dtype=np.int64)
-    if (sizes < 0).any():
-        raise ValueError("a history end lies before its customer's first event")
-    cum = np.concatenate([[0], np.cumsum(sizes)])
-    ev = np.repeat(offsets_start - cum[:-1], sizes) + np.arange(cum[-1])
-    return ev, np.repeat(np.arange(len(sizes)), sizes)
 
 
 class MostPopular:

@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 
 from attnlab.data.schema import EventType
-from attnlab.data.sequences import SequenceStore
+from attnlab.data.sequences import SequenceStore, range_events
 
 SECONDS_PER_DAY = 86400.0
 
@@ -178,15 +178,12 @@ def history_memory(store: SequenceStore, starts: np.ndarray, firsts: np.ndarray,
     out_i = np.zeros((m, k), np.int32)
     out_c = np.zeros((m, k), np.float32)
     out_t = np.zeros((m, k), np.int64)
-    sizes = firsts - starts
-    total = int(sizes.sum())
-    if total == 0 or k == 0:
+    idx, row = range_events(starts, firsts)
+    if len(idx) == 0 or k == 0:
         return out_i, out_c, out_t
-    row = np.repeat(np.arange(m), sizes)
-    idx = np.repeat(starts - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes) + np.arange(total)
     item = np.asarray(store.item)[idx].astype(np.int64)
-    keep = (item > 0) & (np.asarray(store.event_type)[idx] == EventType.PURCHASE)
-    row, item, t = row[keep], item[keep], np.asarray(store.time)[idx][keep]
+    keep = (item > 0) & (np.asarray(store.event_type)[idx] == EventType.PURCHASE)  # only the gathered events
+    row, item, t = row[keep], item[keep], np.asarray(store.time)[idx[keep]]
     if len(row) == 0:
         return out_i, out_c, out_t
     key = row * (store.n_items + 1) + item

@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from attnlab.data.events import EventData
-from attnlab.data.schema import EVENT_COLUMNS, NO_ITEM, UNKNOWN_LABEL
+from attnlab.data.schema import EVENT_COLUMNS, NO_ITEM, UNKNOWN_LABEL, EventType
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +142,22 @@ VOCAB_GROUPS = ("item_side_vocab", "customer_side_vocab", "event_side_vocab")
 
 
 # ------------------------------------------------------------------------ construction
+
+
+def range_events(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Event indices of the ranges ``[starts[i], stops[i])`` (flat, in order) and the
+    range id of each: the one gather behind every "events of these histories" read."""
+    sizes = np.asarray(stops, dtype=np.int64) - np.asarray(starts, dtype=np.int64)
+    if (sizes < 0).any():
+        raise ValueError("a history end lies before its customer's first event")
+    cum = np.concatenate([[0], np.cumsum(sizes)])
+    ev = np.repeat(np.asarray(starts, dtype=np.int64) - cum[:-1], sizes) + np.arange(cum[-1])
+    return ev, np.repeat(np.arange(len(sizes)), sizes)
+
+
+def purchase_mask(store: "SequenceStore") -> np.ndarray:
+    """``bool[n_events]``: ``PURCHASE`` events with a real item (``item > 0``)."""
+    return (np.asarray(store.event_type) == EventType.PURCHASE) & (np.asarray(store.item) > 0)
 
 
 def _categorical(col: pd.Series, present: np.ndarray | None = None

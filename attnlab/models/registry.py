@@ -115,8 +115,7 @@ def build_model(model_cfg: Any, *, n_items: int, seed: int) -> SequenceModel:
         item_head=ItemHead(model_cfg.get("item_head", "softmax")),
         encoder_mode=EncoderMode(model_cfg.get("encoder") or "cutoff_relative"),
         gap_buckets=int(model_cfg.get("gap_buckets", 0) or 0),
-        continuous_std=(float(model_cfg["continuous_std"]) if model_cfg.get("continuous_std") is not None
-                        else (0.02 if "continuous_std" not in model_cfg else None)),
+        continuous_std=None if (std := model_cfg.get("continuous_std", 0.02)) is None else float(std),
         churn_pool=str(model_cfg.get("churn_pool") or "last"),
         history_memory=int(model_cfg.get("history_memory") or 0),
         rngs=nnx.Rngs(params=seed),

@@ -114,8 +114,8 @@ def training_signal(model, task, state: dict[str, Any], *, init_bias: str = "log
     from attnlab.models.inspection import bias_popularity_correlation
 
     steps = int(state["step"])
-    out = {"steps": steps, "targets": int(state.get("train_targets", 0)),
-           "targets_per_step": float(state.get("train_targets", 0)) / max(steps, 1)}
+    out = {"steps": steps, "targets": int(state["train_targets"]),
+           "targets_per_step": float(state["train_targets"]) / max(steps, 1)}
     if task.target_counts is not None:
         out["bias_popularity_spearman"] = bias_popularity_correlation(model, task.target_counts)
         seen = np.asarray(task.target_counts)[1:] > 0
@@ -228,7 +228,7 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
              "batch %d", total_steps, steps_per_epoch, max_epochs, batch_size)
 
     state = {"epoch": 0, "step": 0, "best": None, "best_epoch": -1, "bad_epochs": 0,
-             "history": [], "train_events": 0, "train_seconds": 0.0, "total_steps": total_steps}
+             "history": [], "train_events": 0, "train_targets": 0, "train_seconds": 0.0, "total_steps": total_steps}
     resume_key = res.config_hash(c, ignore=res.NOT_RESULTS + ("trainer.max_epochs", "trainer.patience"))
     state["resume_key"] = resume_key
     state["data_fingerprint"] = store.fingerprint
@@ -273,7 +273,7 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
             key = jax.random.fold_in(base_key, state["step"])
             losses.append(step_fn(model, optimizer, inputs, targets, key))
             events += int(inputs["lengths"].sum())
-            state["train_targets"] = state.get("train_targets", 0) + task.n_targets(targets)
+            state["train_targets"] += task.n_targets(targets)
             state["step"] += 1
         train_loss = float(np.mean(jax.device_get(losses))) if losses else float("nan")
         train_s = time.perf_counter() - t0
