@@ -1,4 +1,5 @@
-"""Time cold (build + write) and cached (memory-mapped) ``load_sequences`` per source.
+"""Time cold (build + write) and cached (memory-mapped) ``load_sequences`` per source,
+and the three protocol splits on each cached store.
 
     python experiments/data_bench.py                       # CJ, CDNOW, synthetic 100k
     python experiments/data_bench.py --sources cdnow --repeats 5
@@ -17,6 +18,9 @@ import tempfile
 import time
 
 from attnlab.data.pipeline import load_sequences
+from attnlab.data.splits import churn_split, next_basket_split, next_item_split
+
+SPLITS = {"next_item": next_item_split, "next_basket": next_basket_split, "churn": churn_split}
 
 CASES = {
     "complete_journey": ("complete_journey", {}),
@@ -37,7 +41,18 @@ def bench(name: str, options: dict, *, repeats: int, cache_dir: str) -> dict:
         _ = int(cached.item.sum()) + int(cached.time[-1])
         hot.append(time.perf_counter() - t0)
         assert cached.meta["cache"]["hit"]
-    return {"customers": store.n_customers, "events": store.n_events, "items": store.n_items,
+    split_s = {}
+    for split_name, split in SPLITS.items():
+        times = []
+        if split_name != "churn" and not (cached.item > 0).any():
+            split_s[split_name] = float("nan")  # no item ids (CDNOW): churn only
+            continue
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            split(cached)
+            times.append(time.perf_counter() - t0)
+        split_s[split_name] = statistics.median(times)
+    return {"splits": split_s, "customers": store.n_customers, "events": store.n_events, "items": store.n_items,
             "cold": statistics.median(cold), "cached": statistics.median(hot),
             "build": store.meta["build_seconds"], "fingerprint": store.fingerprint}
 
@@ -49,14 +64,16 @@ def main() -> None:
     args = ap.parse_args()
     print(f"# data bench ({platform.processor() or platform.machine()}, "
           f"python {platform.python_version()}, median of {args.repeats})\n")
-    print("| source | customers | events | items | cold s | cached s | speed-up | fingerprint |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("| source | customers | events | items | cold s | cached s | speed-up "
+          "| split s (item/basket/churn) | fingerprint |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
     with tempfile.TemporaryDirectory(prefix="attnlab-bench-") as cache_dir:
         for case in args.sources:
             name, options = CASES[case]
             r = bench(name, options, repeats=args.repeats, cache_dir=cache_dir)
             print(f"| {case} | {r['customers']:,} | {r['events']:,} | {r['items']:,} | "
                   f"{r['cold']:.2f} | {r['cached']:.3f} | {r['cold'] / r['cached']:.0f}x | "
+                  f"{' / '.join('n/a' if v != v else f'{v:.2f}' for v in r['splits'].values())} | "
                   f"`{r['fingerprint']}` |", flush=True)
 
 
