@@ -54,7 +54,7 @@ VARIANTS: dict[str, list[str]] = {
     "continuous_std=null": V01["continuous"],
     "dropout=0.0": ["model.dropout=0.0"],
     "dropout=0.1": ["model.dropout=0.1"],
-    "item_head=softmax (SASRec)": ["model.item_head=softmax"],
+    "item_head=softmax (SASRec)": ["model.item_head=softmax", "model.history_memory=0"],
     "history_memory=64": ["model.history_memory=64"],
     "history_memory=64, max_len 200": ["model.history_memory=64", "model.max_len=200"],
     "v0.1 recipe (all of the above)": [o for v in V01.values() for o in v],

@@ -97,10 +97,15 @@ class SequenceModel(nnx.Module):
         self.catalogue = CatalogueHead(n_items, rngs=rngs)
         self.churn = ChurnHead(d_model, pool=churn_pool, rngs=rngs)
         self.item_head = ItemHead(item_head)
+        if history_memory and self.item_head is not ItemHead.COPY:
+            raise ValueError(
+                f"model.history_memory={history_memory} feeds the copy head, but "
+                f"model.item_head={self.item_head.value} has none: set model.history_memory=0 "
+                "with the softmax head (or model.item_head=copy).")
         self.copy = (CopyHead(d_model, memory=history_memory, rngs=rngs)
                      if self.item_head is ItemHead.COPY else None)
         #: memory slots the inputs must carry (0 = none); the copy head is the only reader
-        self.history_memory = int(history_memory) if self.copy is not None else 0
+        self.history_memory = int(history_memory)
 
     def hidden(self, inputs: dict[str, jax.Array], *, rngs: nnx.Rngs | None = None) -> jax.Array:
         """Hidden states ``float32[batch, length, d_model]`` (zeros at padding)."""

@@ -368,3 +368,12 @@ def test_rolling_holdout_cutoffs_stop_where_the_train_group_has_no_history(seed)
     assert (split.train.cutoff <= 60 * day).all()
     trained = set(split.train.customer.tolist())
     assert trained.isdisjoint(split.test.customer.tolist())
+
+
+def test_history_memory_without_a_copy_head_is_refused():
+    """The memory only feeds the copy head: with the softmax head it would be ignored."""
+    cfg = {"name": "vanilla", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 8, "dropout": 0.0,
+           "item_head": "softmax", "history_memory": 8}
+    with pytest.raises(ValueError, match="model.history_memory=0"):
+        build_model(cfg, n_items=10, seed=0)
+    assert build_model({**cfg, "history_memory": 0}, n_items=10, seed=0).history_memory == 0
