@@ -12,6 +12,7 @@ to do about it.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -168,22 +169,89 @@ def _fail(source, file, column, mask, values, index, row_label, problem, fix) ->
     )
 
 
-def _as_int(df, column, *, source, file, row_label, fix) -> np.ndarray:
+_INT_TEXT = r"[+-]?\d+(?:\.0*)?"
+_MAX_EXACT_FLOAT = 2.0**53
+
+
+def exact_int_ids(values: pd.Series) -> tuple[np.ndarray | None, str | None]:
+    """Ids as exact ``int64``, or ``(None, reason)`` when they cannot be.
+
+    Never goes through float64 for text: integer strings (``"13085"``, ``"13085.0"``)
+    are converted with pandas' integer parser and every value is checked to
+    round-trip to its text. ``reason`` says why not: some values are not integers,
+    have leading zeros (kept as text keys, e.g. ``"007"``), or do not fit int64.
+    Float columns are accepted only when every value is an integer below 2**53 in
+    magnitude (larger floats are not exact; ``reason`` starts with ``"float"``).
+    ``values`` must have no missing entries.
+    """
+    dtype = values.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return values.to_numpy(dtype=np.int64), None
+    if pd.api.types.is_integer_dtype(dtype):
+        if pd.api.types.is_unsigned_integer_dtype(dtype) and len(values) and \
+                int(values.max()) > np.iinfo(np.int64).max:
+            return None, "do not fit int64"
+        return values.to_numpy(dtype=np.int64), None
+    if pd.api.types.is_float_dtype(dtype):
+        arr = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        if not (np.isfinite(arr) & (arr == np.floor(arr))).all():
+            return None, "are not integers"
+        if (np.abs(arr) > _MAX_EXACT_FLOAT).any():
+            return None, ("float ids above 2**53 in magnitude (floating point cannot hold "
+                          "them exactly, distinct ids may already be merged)")
+        return arr.astype(np.int64), None
+    text = values.astype(str)
+    if not text.str.fullmatch(_INT_TEXT).all():
+        return None, "are not integers"
+    digits = text.str.replace(r"\.0*$", "", regex=True).str.lstrip("+")
+    body = digits.str.lstrip("-")
+    if (body.str.len().gt(1) & body.str.startswith("0")).any():
+        return None, "have leading zeros (kept as text so '007' and '7' stay distinct)"
+    if body.str.len().max() > 19:
+        return None, "do not fit int64"
+    try:
+        num = pd.to_numeric(digits)
+    except (ValueError, TypeError, OverflowError):
+        return None, "do not fit int64"
+    if num.dtype != np.int64:
+        return None, "do not fit int64"
+    canon = digits.where(~digits.isin(["-0"]), "0")
+    if not (num.astype(str).to_numpy() == canon.to_numpy(dtype=object)).all():
+        return None, "do not fit int64"  # pragma: no cover -- belt and braces
+    return num.to_numpy(dtype=np.int64), None
+
+
+def _as_int(df, column, *, source, file, row_label, fix, repairs=None) -> np.ndarray:
     col = df[column]
     if pd.api.types.is_integer_dtype(col.dtype) and not col.hasnans:
-        return col.to_numpy(dtype=np.int64)
+        ints, reason = exact_int_ids(col)
+        if ints is None:
+            _fail(source, file, column, np.ones(len(col), bool), col, df.index, row_label,
+                  reason, fix)
+        return ints
     if pd.api.types.is_bool_dtype(col.dtype):
         return col.to_numpy(dtype=np.int64)
-    num = pd.to_numeric(col, errors="coerce")
     missing = col.isna().to_numpy()
     if missing.any():
         _fail(source, file, column, missing, col, df.index, row_label, "are missing", fix)
-    arr = num.to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = ~np.isfinite(arr) | (arr != np.floor(arr)) | (np.abs(arr) >= 2.0**63)
-    if bad.any():
-        _fail(source, file, column, bad, col, df.index, row_label,
-              "are not integers", fix)
-    return arr.astype(np.int64)
+    if not pd.api.types.is_float_dtype(col.dtype):
+        text = col.astype(str)
+        col = text.str.strip()
+        changed = int((col != text).sum())
+        if changed and repairs is not None:  # the tabular source strips (and counts) first
+            repairs.add(f"stripped_{column}", changed,
+                        f"{column}: {{count:,}} ids had surrounding whitespace, stripped")
+    ints, reason = exact_int_ids(col)
+    if ints is None:
+        if pd.api.types.is_float_dtype(col.dtype):
+            arr = col.to_numpy(np.float64)
+            bad = ~np.isfinite(arr) | (arr != np.floor(arr)) | (np.abs(arr) > _MAX_EXACT_FLOAT)
+        else:
+            bad = ~col.str.fullmatch(_INT_TEXT).to_numpy(dtype=bool)
+            if not bad.any():  # integers, but leading zeros or beyond int64
+                bad = np.ones(len(col), bool)
+        _fail(source, file, column, bad, df[column], df.index, row_label, reason, fix)
+    return ints
 
 
 def _as_float(df, column, *, source, file, row_label) -> np.ndarray:
@@ -200,14 +268,126 @@ def _as_float(df, column, *, source, file, row_label) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def _parse(col: pd.Series, fmt: str | None) -> pd.Series:
-    parsed = pd.to_datetime(col, errors="coerce", format=fmt)
+TIME_MIN = np.datetime64("1677-09-22T00:00:00", "s")
+TIME_MAX = np.datetime64("2262-04-11T00:00:00", "s")
+"""Supported timestamp range (datetime64[ns] holds 1677-09-21 .. 2262-04-11)."""
+
+_OFFSET = r"(?:Z|[+-]\d\d:?\d\d|UTC|GMT)$"
+
+
+def _candidate_formats(uniq: pd.Index) -> list[str]:
+    """``"ISO8601"`` plus the strftime formats guessed from a sample of distinct
+    timestamp strings, both month-first and day-first readings (year-day-month orders
+    are not considered)."""
+    from pandas.tseries.api import guess_datetime_format
+
+    n = len(uniq)
+    pos = sorted(set(range(min(n, 50))) | set(np.linspace(0, n - 1, min(n, 50)).astype(int)))
+    out: list[str] = ["ISO8601"]  # year-month-day with any precision / offset
+    for i in pos:
+        for dayfirst in (False, True):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    fmt = guess_datetime_format(str(uniq[i]), dayfirst=dayfirst)
+            except (ValueError, TypeError):  # pragma: no cover
+                fmt = None
+            if fmt is None or fmt in out:
+                continue
+            y, d, m = fmt.find("%Y"), fmt.find("%d"), fmt.find("%m")
+            if -1 < y < d < m:  # "%Y-%d-%m": no one writes dates that way
+                continue
+            out.append(fmt)
+    return out
+
+
+def _parse_with(uniq: pd.Index, fmt: str) -> tuple[pd.DatetimeIndex | None, bool]:
+    """Distinct strings parsed with one format (NaT where it does not match), and
+    whether the rows carried different UTC offsets (then the result is in UTC)."""
+    try:
+        parsed = pd.to_datetime(uniq, format=fmt, errors="coerce")
+        mixed = False
+    except ValueError as err:
+        if "Mixed timezones" not in str(err):
+            return None, False
+        parsed = pd.to_datetime(uniq, format=fmt, errors="coerce", utc=True)
+        has_offset = pd.Series(uniq.astype(str)).str.strip().str.contains(_OFFSET).to_numpy()
+        parsed = parsed.where(has_offset)  # a row without an offset cannot be placed
+        mixed = True
+    except (TypeError, OverflowError):  # pragma: no cover
+        return None, False
     if isinstance(parsed.dtype, pd.DatetimeTZDtype):
-        parsed = parsed.dt.tz_localize(None)
-    return parsed
+        parsed = parsed.tz_convert(None) if mixed else parsed.tz_localize(None)
+    return parsed, mixed
 
 
-def _as_timestamp(df, *, source, file, row_label, timestamp_format=None) -> np.ndarray:
+def _check_range(parsed: np.ndarray, col, index, *, source, file, row_label, fix) -> None:
+    vals = parsed.astype("datetime64[s]") if parsed.dtype != np.dtype("datetime64[ns]") \
+        else parsed
+    ok = np.isnat(vals) | ((vals >= TIME_MIN) & (vals <= TIME_MAX))
+    if not ok.all():
+        _fail(source, file, "timestamp", ~ok, col, index, row_label,
+              f"are outside the supported range {TIME_MIN} .. {TIME_MAX}", fix)
+
+
+def _parse_strings(col: pd.Series, index, fmt: str | None, *, source, file, row_label,
+                   repairs) -> np.ndarray:
+    """One format for the whole column, checked on every row (see docs/data.md)."""
+    text = col.astype(str).str.strip()
+    codes, uniq = pd.factorize(text)
+    uniq = pd.Index(uniq)
+    opt = "timestamp_format"
+    if fmt is not None:
+        parsed, mixed = _parse_with(uniq, fmt)
+        if parsed is None or parsed.isna().any():
+            bad = (np.ones(len(uniq), bool) if parsed is None
+                   else np.asarray(parsed.isna()))[codes]
+            _fail(source, file, "timestamp", bad, col, index, row_label,
+                  f"have an unparseable timestamp: they do not match {opt}={fmt!r}",
+                  f"Fix these rows, or pass the {opt} (strftime codes) that matches every "
+                  "row of the file.")
+    else:
+        cands = _candidate_formats(uniq)
+        results = {f: _parse_with(uniq, f) for f in cands}
+        results = {f: r for f, r in results.items() if r[0] is not None}
+        full = [f for f, (p, _) in results.items() if not p.isna().any()]
+        if not full:
+            if results:
+                best = max(results, key=lambda f: int(results[f][0].notna().sum()))
+                bad = np.asarray(results[best][0].isna())[codes]
+                problem = (f"have an unparseable timestamp: they do not match {best!r}, the "
+                           "format that parses the most rows (no single format parses every "
+                           f"row; tried {cands})")
+            else:
+                bad = np.ones(len(col), bool)
+                problem = "have an unparseable timestamp (no date format recognised)"
+            _fail(source, file, "timestamp", bad, col, index, row_label, problem,
+                  f"The file must use one format: fix these rows, or pass {opt}="
+                  "'%Y-%m-%d %H:%M:%S' (strftime codes) matching every row.")
+        first = results[full[0]][0]
+        rivals = [f for f in full[1:] if not results[f][0].equals(first)]
+        if rivals:
+            other = results[rivals[0]][0]
+            diff = np.asarray(first != other)[codes]
+            fmts = [full[0], *rivals]
+            _fail(source, file, "timestamp", diff, col, index, row_label,
+                  f"are ambiguous: formats {fmts} each parse every row but give different "
+                  f"dates (e.g. {first[np.flatnonzero(first != other)[0]]} with "
+                  f"{fmts[0]!r} vs {other[np.flatnonzero(first != other)[0]]} with "
+                  f"{fmts[1]!r})",
+                  f"Pass {opt}={fmts[0]!r} or {opt}={fmts[1]!r} (whichever the file uses).")
+        fmt = full[0]
+        parsed, mixed = results[fmt]
+    if mixed and repairs is not None:
+        repairs.add("utc_offsets_to_utc", len(col),
+                    "timestamps carry different UTC offsets: {count:,} converted to UTC "
+                    "(tz-naive UTC times)")
+    out = parsed.to_numpy()[codes]
+    return out
+
+
+def _as_timestamp(df, *, source, file, row_label, timestamp_format=None,
+                  repairs=None) -> np.ndarray:
     col = df["timestamp"]
     fix = ("Every event needs a time: fix or remove these rows, or pass "
            "timestamp_format='%Y-%m-%d %H:%M:%S' (strftime codes) matching the file.")
@@ -218,23 +398,20 @@ def _as_timestamp(df, *, source, file, row_label, timestamp_format=None) -> np.n
     if isinstance(col.dtype, pd.DatetimeTZDtype):
         col = col.dt.tz_localize(None)  # keep local wall-clock time
     if pd.api.types.is_datetime64_any_dtype(col.dtype):
-        parsed = col
+        parsed = col.to_numpy()
     elif pd.api.types.is_numeric_dtype(col.dtype):
         _fail(source, file, "timestamp", np.ones(len(col), bool), col, df.index, row_label,
               "are numbers, not dates",
               "Numeric times are ambiguous: convert them to datetimes first, or use the "
               "tabular source with timestamp_unit='s' (or 'ms', 'D').")
     else:
-        parsed = _parse(col, timestamp_format)
-        bad = parsed.isna().to_numpy()
-        if bad.any() and timestamp_format is None:  # inferred format misses some rows
-            parsed = parsed.astype("datetime64[ns]")
-            parsed[bad] = _parse(col[bad], "mixed").astype("datetime64[ns]")
-            bad = parsed.isna().to_numpy()
-        if bad.any():
-            _fail(source, file, "timestamp", bad, col, df.index, row_label,
-                  "have an unparseable timestamp", fix)
-    return parsed.to_numpy().astype("datetime64[ns]")
+        parsed = _parse_strings(col, df.index, timestamp_format, source=source, file=file,
+                                row_label=row_label, repairs=repairs)
+    _check_range(parsed, df["timestamp"], df.index, source=source, file=file,
+                 row_label=row_label,
+                 fix="Fix or remove these rows (a typo in the year?); numeric epochs: check "
+                     "timestamp_unit.")
+    return parsed.astype("datetime64[ns]")
 
 
 def validate_events(
@@ -264,9 +441,17 @@ def validate_events(
     Returns:
       A new frame with columns ``EVENT_COLUMNS`` (exact dtypes) then any extras.
 
+    Ids are converted exactly (never through float64); surrounding whitespace of text
+    ids is stripped (counted in ``repairs`` as ``stripped_<column>`` when any). Text
+    timestamps use ONE format for the whole column (``timestamp_format``, or inferred
+    and checked on every row; ambiguous or mixed files raise); different UTC offsets
+    are converted to UTC (``utc_offsets_to_utc``); times outside 1677-09-22 ..
+    2262-04-11 raise. See docs/data.md.
+
     Raises:
       DataError: a required column is absent, a value cannot be coerced, a timestamp
-        is missing/unparseable, an id is not an integer, or a code is out of range.
+        is missing/unparseable/ambiguous/out of range, an id is not an exact integer,
+        or a code is out of range.
     """
     where = _where(source, file)
     if not isinstance(df, pd.DataFrame):
@@ -283,16 +468,18 @@ def validate_events(
     out: dict[str, np.ndarray] = {}
     id_fix = ("Ids must be integers: map string ids to integer codes (the tabular source "
               "does this with factorize) or drop rows without an id.")
-    out["customer_id"] = _as_int(df, "customer_id", fix=id_fix, **kw)
-    out["item_id"] = _as_int(df, "item_id", fix=id_fix + f" Use {NO_ITEM} for 'no item'.", **kw)
+    out["customer_id"] = _as_int(df, "customer_id", fix=id_fix, repairs=repairs, **kw)
+    out["item_id"] = _as_int(df, "item_id", fix=id_fix + f" Use {NO_ITEM} for 'no item'.",
+                             repairs=repairs, **kw)
     bad = out["item_id"] < NO_ITEM
     if bad.any():
         _fail(source, file, "item_id", bad, df["item_id"], df.index, row_label,
               f"are negative (only {NO_ITEM} = NO_ITEM is allowed)",
               "Re-map the item ids to non-negative integers.")
-    out["timestamp"] = _as_timestamp(df, timestamp_format=timestamp_format, **kw)
+    out["timestamp"] = _as_timestamp(df, timestamp_format=timestamp_format, repairs=repairs,
+                                     **kw)
     if "basket_id" in df.columns:
-        out["basket_id"] = _as_int(df, "basket_id", fix=id_fix, **kw)
+        out["basket_id"] = _as_int(df, "basket_id", fix=id_fix, repairs=repairs, **kw)
     else:
         key = pd.DataFrame({"c": out["customer_id"], "t": out["timestamp"]})
         out["basket_id"] = key.groupby(["c", "t"], sort=True).ngroup().to_numpy(np.int64)

@@ -13,6 +13,12 @@ until used, so stores larger than RAM work.
 The fingerprint hashes: the source name and version, every option (defaults filled
 in), the name/size/mtime of every raw file the source reads, the preprocessing
 version (:data:`attnlab.data.schema.PREPROCESSING_VERSION`) and the build seed.
+
+The cache does not trust its files: ``meta.json`` records the dtype, shape, size and a
+CRC-32 of every array at save time, and every load checks them (about 30 ms for The
+Complete Journey's 51 MB). A mismatch, a truncated or unreadable ``.npy`` or a damaged
+``meta.json`` is never a hit: :func:`load_sequences` warns, naming the file, and
+rebuilds.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
+import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -39,6 +47,11 @@ from attnlab.data.sequences import (
 from attnlab.data.sources import get_source
 
 log = logging.getLogger("attnlab.data")
+
+
+class CacheWarning(UserWarning):
+    """A cache entry was damaged (names the file) and is being rebuilt."""
+
 META_FILE = "meta.json"
 
 
@@ -95,11 +108,16 @@ def save_store(store: SequenceStore, directory: str | Path, *, progress: bool = 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=False)
     arrays = store.arrays()
+    checks = {}
     for key, arr in tqdm(arrays.items(), desc="write cache", disable=not progress, leave=False):
-        np.save(d / f"{key}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+        arr = np.ascontiguousarray(arr)
+        np.save(d / f"{key}.npy", arr, allow_pickle=False)
+        checks[key] = {"dtype": arr.dtype.str, "shape": list(arr.shape),
+                       "nbytes": int(arr.nbytes), "crc32": _crc32(arr)}
     meta = {
         "complete": True,
-        "format": 1,
+        "format": CACHE_FORMAT,
+        "arrays": checks,
         "groups": {g: list(getattr(store, g)) for g in DICT_GROUPS},
         "vocabs": {g: getattr(store, g) for g in VOCAB_GROUPS},
         "meta": store.meta,
@@ -108,6 +126,19 @@ def save_store(store: SequenceStore, directory: str | Path, *, progress: bool = 
         json.dump(meta, fh, default=_json_default)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+CACHE_FORMAT = 2
+"""2: ``meta.json`` holds ``arrays`` = {key: dtype, shape, nbytes, crc32}."""
+
+
+def _crc32(arr: np.ndarray) -> int:
+    """CRC-32 of an array's bytes (C order), in 64 MiB chunks."""
+    flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+    crc, step = 0, 64 << 20
+    for lo in range(0, len(flat), step):
+        crc = zlib.crc32(flat[lo:lo + step], crc)
+    return int(crc)
 
 
 def _json_default(obj: Any) -> Any:
@@ -127,18 +158,50 @@ def is_complete(directory: str | Path) -> bool:
         return False
 
 
-def load_store(directory: str | Path, *, mmap: bool = True) -> SequenceStore:
-    """Opens a saved store; arrays are memory-mapped (read-only) when ``mmap``."""
+def load_store(directory: str | Path, *, mmap: bool = True, verify: bool = True
+               ) -> SequenceStore:
+    """Opens a saved store; arrays are memory-mapped (read-only) when ``mmap``.
+
+    Every array's dtype, shape and size are checked against ``meta.json``, and with
+    ``verify`` (the default) its CRC-32 too (this reads each file once).
+
+    Raises:
+      DataError: incomplete store, or an array file that is missing, truncated,
+        unreadable or changed since it was written (the message names the file).
+    """
     d = Path(directory)
     if not is_complete(d):
         raise DataError(f"{d}: not a complete attnlab store (no valid {META_FILE}); "
                         "delete the directory or rebuild with refresh=True.")
     with open(d / META_FILE) as fh:
         meta = json.load(fh)
+    checks = meta.get("arrays")
+    if meta.get("format") != CACHE_FORMAT or not isinstance(checks, dict):
+        raise DataError(f"{d / META_FILE}: store format {meta.get('format')!r} has no array "
+                        f"checksums (format {CACHE_FORMAT} has); rebuild with refresh=True.")
     mode = "r" if mmap else None
 
     def arr(key: str) -> np.ndarray:
-        return np.load(d / f"{key}.npy", mmap_mode=mode, allow_pickle=False)
+        f = d / f"{key}.npy"
+        want = checks.get(key)
+        if want is None:
+            raise DataError(f"{f}: not listed in {d / META_FILE}; rebuild with refresh=True.")
+        try:
+            a = np.load(f, mmap_mode=mode, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise DataError(f"{f}: unreadable or truncated cache file ({err}); rebuild "
+                            "with refresh=True.") from None
+        if a.dtype.str != want["dtype"] or list(a.shape) != want["shape"] \
+                or int(a.nbytes) != want["nbytes"]:
+            raise DataError(f"{f}: holds {a.dtype.str}{list(a.shape)}, {META_FILE} says "
+                            f"{want['dtype']}{want['shape']}; rebuild with refresh=True.")
+        if verify:
+            crc = _crc32(a)
+            if crc != want["crc32"]:
+                raise DataError(f"{f}: checksum mismatch (CRC-32 {crc:#010x}, written as "
+                                f"{want['crc32']:#010x}): the file changed after it was "
+                                "written; rebuild with refresh=True.")
+        return a
 
     kw: dict[str, Any] = {name: arr(name) for name in CORE_ARRAYS}
     for group in DICT_GROUPS:
@@ -193,8 +256,16 @@ def load_sequences(
         return _with_cache_info(store, hit=False, path=None, t0=t0)
     root = Path(cache_dir)
     final = root / fp
-    if not refresh and is_complete(final):
-        store = load_store(final, mmap=True)
+    hit = None
+    if not refresh and final.exists():
+        try:
+            hit = load_store(final, mmap=True)
+        except DataError as err:
+            msg = f"[{name}] cache entry {final} cannot be trusted, rebuilding it: {err}"
+            log.warning(msg)
+            warnings.warn(msg, CacheWarning, stacklevel=2)
+    if hit is not None:
+        store = hit
         _say(f"[{name}] cache hit {final} ({store.n_customers:,} customers, "
              f"{store.n_events:,} events); repairs at build time:", progress)
         for item in store.meta.get("repairs", []):

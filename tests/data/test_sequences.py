@@ -10,7 +10,9 @@ import pytest
 
 from attnlab.data import pipeline
 from attnlab.data.events import DataError
-from attnlab.data.pipeline import fingerprint, load_sequences, load_store, store_from_config
+from attnlab.data.pipeline import (
+    CacheWarning, fingerprint, load_sequences, load_store, store_from_config,
+)
 from attnlab.data.schema import NO_ITEM, EventType
 from attnlab.data.sequences import build_store
 from attnlab.data.sources import get_source
@@ -154,7 +156,8 @@ def test_crashed_write_is_not_a_cache_hit(tmp_path, monkeypatch):
     (tmp_path / fp / "meta.json").write_text('{"complete": fals')  # truncated JSON
     with pytest.raises(DataError, match="not a complete attnlab store"):
         load_store(tmp_path / fp)
-    store = load_sequences("synthetic", opts, cache_dir=tmp_path, progress=False)
+    with pytest.warns(CacheWarning, match="cannot be trusted, rebuilding.*no valid meta.json"):
+        store = load_sequences("synthetic", opts, cache_dir=tmp_path, progress=False)
     assert not store.meta["cache"]["hit"] and store.n_customers == 50
     assert json.loads((tmp_path / fp / "meta.json").read_text())["complete"] is True
     again = load_sequences("synthetic", opts, cache_dir=tmp_path, progress=False)

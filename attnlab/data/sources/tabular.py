@@ -14,17 +14,26 @@ Mapping keys: ``customer_id``, ``item_id``, ``timestamp`` (required); ``basket_i
 or ``unit_price`` (value = quantity x unit_price; default 0), ``event_type``.
 
 Repair rules (counted):
+  0. surrounding whitespace is stripped from every id, text or numeric alike
+     (``stripped_<column>``); an id that is only whitespace is missing;
   1. rows with a missing customer or item id: error [``on_missing_ids="error"``] or
      dropped [``"drop"``];
-  2. non-integer ids (e.g. stock code "85123A") are factorised to integer codes in
-     sorted key order; the original key is kept in ``item_features["item_key"]`` /
-     ``customer_features["customer_key"]``;
+  2. ids are read as exact int64 (never through float64); ids that are not integers
+     (e.g. stock code "85123A"), have leading zeros ("007") or do not fit int64 are
+     factorised to integer codes in sorted key order; the original key is kept in
+     ``item_features["item_key"]`` / ``customer_features["customer_key"]``. Float id
+     columns (parquet) above 2**53 raise: they are not exact;
+  2b. text timestamps with different UTC offsets are converted to UTC (counted);
   3. exact duplicate rows (all mapped columns) are dropped [``duplicates="drop"``];
   4. negative quantities become RETURN events with |quantity| and |value|
      [``negative_quantity="return"``; ``"drop"`` or ``"error"``];
   5. zero-quantity rows are kept (counted);
   6. item features with several values for one item keep the first (counted).
-Errors name the file, the column, the first offending file lines and a fix.
+Errors name the file, the column, the first offending file lines and a fix: also for
+UTF-16/undecodable text (``encoding=``), a parquet file named .csv (``format=``), a
+directory, a ``;``-separated file (``sep=``), ambiguous or mixed date formats
+(``timestamp_format=``), out-of-range times and epochs in the wrong unit
+(``timestamp_unit=``), and files that leave fewer than 2 events. See docs/data.md.
 """
 
 from __future__ import annotations
@@ -36,7 +45,8 @@ import numpy as np
 import pandas as pd
 
 from attnlab.data.events import (
-    DataError, EventData, RepairReport, drop_exact_duplicates, validate_events,
+    TIME_MAX, TIME_MIN, DataError, EventData, RepairReport, drop_exact_duplicates,
+    exact_int_ids, validate_events,
 )
 from attnlab.data.schema import EventType
 from attnlab.data.sources import Source, register_source
@@ -52,7 +62,44 @@ def files(*, path, **_) -> list[Path]:
     return [Path(path)]
 
 
-def _read(p: Path, fmt: str, usecols: list[str], sep: str) -> tuple[pd.DataFrame, str]:
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+         (b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+_SEPARATORS = (",", ";", "\t", "|")
+
+
+def _sniff_encoding(p: Path, head: bytes, encoding: str | None) -> str:
+    """The text encoding to read ``p`` with: ``encoding`` when given, else from a
+    byte-order mark (UTF-8/16/32), else UTF-8. Binary files are refused here."""
+    if head.startswith(b"PAR1"):
+        raise DataError(f"[{NAME}] {p}: this is a Parquet file (it starts with 'PAR1'), not "
+                        "text. Pass format='parquet' (or rename it to .parquet).")
+    if encoding is not None:
+        return encoding
+    for bom, enc in _BOMS:
+        if head.startswith(bom):
+            return enc
+    if b"\x00" in head:
+        raise DataError(f"[{NAME}] {p}: the file contains NUL bytes: UTF-16/32 text without a "
+                        "byte-order mark, or not text at all. Pass encoding='utf-16-le' (or "
+                        "the file's encoding), or format='parquet'.")
+    return "utf-8"
+
+
+def _sep_hint(p: Path, header: list[str], sep: str, wanted: list[str]) -> str:
+    """A fix when the header did not split on ``sep`` but does on another separator."""
+    if len(header) != 1:
+        return ""
+    for cand in _SEPARATORS:
+        if cand != sep and cand in header[0]:
+            parts = [h.strip() for h in header[0].split(cand)]
+            if all(w in parts for w in wanted):
+                return (f" The header has no {sep!r} but splits on {cand!r}: the file is "
+                        f"{cand!r}-separated, pass sep={cand!r}.")
+    return ""
+
+
+def _read(p: Path, fmt: str, usecols: list[str], sep: str,
+          encoding: str | None) -> tuple[pd.DataFrame, str]:
     if not p.exists():
         raise DataError(f"[{NAME}] {p}: file not found. Check options.path.")
     if fmt == "parquet":
@@ -63,30 +110,68 @@ def _read(p: Path, fmt: str, usecols: list[str], sep: str) -> tuple[pd.DataFrame
                             "Pass format='csv' if it is text.") from None
         label = "row"
     else:
+        if p.is_dir():
+            raise DataError(f"[{NAME}] {p}: is a directory, not a CSV file. Point options.path "
+                            "at the file (or pass format='parquet' for a parquet dataset "
+                            "directory).")
         try:
-            df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=True, skipinitialspace=True)
+            with open(p, "rb") as fh:
+                head = fh.read(4096)
+        except OSError as err:
+            raise DataError(f"[{NAME}] {p}: cannot read the file ({err}).") from None
+        enc = _sniff_encoding(p, head, encoding)
+        try:
+            df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=True,
+                             skipinitialspace=True, encoding=enc)
         except pd.errors.EmptyDataError:
             raise DataError(f"[{NAME}] {p}: the file is empty; expected a header line "
                             "and one line per event.") from None
         except pd.errors.ParserError as err:
             raise DataError(f"[{NAME}] {p}: malformed CSV ({err}). Fix that line (quote "
                             f"fields containing the separator {sep!r}) or pass sep=...") from None
+        except (UnicodeError, LookupError) as err:
+            raise DataError(f"[{NAME}] {p}: cannot decode the file as {enc!r} ({err}). Pass "
+                            "encoding='latin-1' (or the file's encoding).") from None
+        except (ValueError, OSError) as err:
+            raise DataError(f"[{NAME}] {p}: cannot read as CSV with sep={sep!r}, "
+                            f"encoding={enc!r} ({err}). Check the sep/encoding/format "
+                            "options.") from None
         df.index = df.index + 2  # file line numbers: line 1 is the header
         label = "line"
     missing = [c for c in usecols if c not in df.columns]
     if missing:
+        hint = _sep_hint(p, [str(c) for c in df.columns], sep, missing) if fmt == "csv" else ""
         raise DataError(f"[{NAME}] {p}: column(s) {missing} named in the column mapping are "
-                        f"not in the file; present: {list(df.columns)}. Fix options.columns.")
+                        f"not in the file; present: {list(df.columns)}. "
+                        + (hint.strip() if hint else "Fix options.columns."))
     return df, label
 
 
-def _integer_or_codes(s: pd.Series) -> tuple[np.ndarray | None, pd.Index | None]:
-    """Integer ids if every value is an integer, else (None, sorted unique keys)."""
-    num = pd.to_numeric(s, errors="coerce")
-    arr = num.to_numpy(np.float64, na_value=np.nan)
-    if np.isfinite(arr).all() and (arr == np.floor(arr)).all():
-        return arr.astype(np.int64), None
-    return None, pd.Index(np.unique(s.astype(str).to_numpy()))
+def _ids(s: pd.Series) -> tuple[pd.Series, int]:
+    """Strips surrounding whitespace from text ids (empty -> missing); returns the
+    stripped column and how many values changed."""
+    if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
+        return s, 0
+    present = s.notna()
+    text = s.astype(object).where(present)
+    stripped = text.where(~present, text.astype(str).str.strip())
+    changed = int((present & (stripped != text)).sum())
+    stripped = stripped.where(~present | (stripped != ""), None)
+    return stripped, changed
+
+
+def _integer_or_codes(s: pd.Series) -> tuple[np.ndarray | None, pd.Index | None, str | None]:
+    """Exact int64 ids, or (None, sorted unique text keys, reason) to factorise.
+
+    Raises:
+      ValueError: float ids beyond 2**53 (not exact; nothing can recover them).
+    """
+    ints, reason = exact_int_ids(s)
+    if ints is not None:
+        return ints, None, None
+    if reason.startswith("float"):
+        raise ValueError(reason)
+    return None, pd.Index(np.unique(s.astype(str).to_numpy())), reason
 
 
 def load(
@@ -95,6 +180,7 @@ def load(
     columns: dict[str, str],
     format: str | None = None,  # noqa: A002 -- config name
     sep: str = ",",
+    encoding: str | None = None,
     timestamp_format: str | None = None,
     timestamp_unit: str | None = None,
     timestamp_origin: str = "unix",
@@ -110,8 +196,13 @@ def load(
       path: the file.
       columns: canonical name -> column in the file (keys in the module docstring).
       format: ``"csv"`` | ``"parquet"``; default from the file suffix.
-      sep: CSV separator.
-      timestamp_format: strftime format of string timestamps (None: inferred).
+      sep: CSV separator. A header that does not split on it but does on ``;``,
+        tab or ``|`` raises a :class:`DataError` naming the ``sep`` to pass.
+      encoding: CSV text encoding; None: from a byte-order mark (UTF-8/16/32), else
+        UTF-8 (undecodable files raise, naming this option).
+      timestamp_format: strftime format of string timestamps (None: ONE format is
+        inferred and must parse every row; ambiguous files such as dd/mm vs mm/dd
+        raise, naming the formats to choose from).
       timestamp_unit: numeric timestamps: ``"s"``, ``"ms"``, ``"D"``... counted from
         ``timestamp_origin`` (e.g. Instacart-style day numbers).
       timestamp_origin: origin for numeric timestamps (``"unix"`` or a date).
@@ -146,12 +237,18 @@ def load(
         raise DataError(f"[{NAME}] {p}: cannot tell the format from suffix {p.suffix!r}; "
                         "pass format='csv' or format='parquet'.")
     feats_i, feats_c = list(item_features or []), list(customer_features or [])
-    raw, label = _read(p, fmt, list(columns.values()) + feats_i + feats_c, sep)
+    raw, label = _read(p, fmt, list(columns.values()) + feats_i + feats_c, sep, encoding)
     rep = RepairReport()
     rep.add("raw_rows", len(raw), f"read {{count:,}} rows from {p.name}")
     df = pd.DataFrame({k: raw[c] for k, c in columns.items()}, index=raw.index)
     for c in feats_i + feats_c:
         df["__f_" + c] = raw[c]
+    for col in ("customer_id", "item_id", "basket_id"):
+        if col in df.columns:
+            df[col], changed = _ids(df[col])
+            rep.add(f"stripped_{col}", changed,
+                    f"{col}: {{count:,}} ids had surrounding whitespace, stripped (text and "
+                    "numeric ids alike: 'cust 1 ' is 'cust 1')")
 
     no_id = (df["customer_id"].isna() | df["item_id"].isna()).to_numpy()
     if no_id.any() and on_missing_ids == "error":
@@ -163,19 +260,36 @@ def load(
                         "them (counted in the repair report) or fill them in.")
     rep.add("missing_ids", int(no_id.sum()), "dropped {count:,} rows without customer or item id")
     df = df.loc[~no_id]
+    if len(df) == 0:
+        raise DataError(f"[{NAME}] {p}: no events: {len(raw):,} {label}(s) read, "
+                        f"{int(no_id.sum()):,} dropped for a missing id in column(s) "
+                        f"'{columns['customer_id']}'/'{columns['item_id']}' "
+                        "(on_missing_ids='drop'). The file needs a header line and one line "
+                        "per event with customer and item ids.")
 
     keys: dict[str, pd.Index] = {}
     for col in ("customer_id", "item_id", "basket_id"):
         if col not in df.columns:
             continue
-        ints, uniq = _integer_or_codes(df[col])
+        if df[col].isna().any():  # basket_id (ids were checked above)
+            bad = df[col].isna().to_numpy()
+            _raise_if_bad(df, bad, col, columns, label, p, "missing",
+                          " Fill them in or drop the basket column from the mapping "
+                          "(one basket per customer and timestamp).")
+        try:
+            ints, uniq, reason = _integer_or_codes(df[col])
+        except ValueError as err:
+            raise DataError(f"[{NAME}] {p}: column '{columns[col]}' ({col}): {err}; e.g. "
+                            f"{label} {df.index[0]} ({df[col].iloc[0]!r}). Store the ids as "
+                            "int64 or text in the file.") from None
         if ints is None:
             keys[col] = uniq
             df[col] = uniq.get_indexer(df[col].astype(str).to_numpy()).astype(np.int64)
-            example = next((k for k in uniq if not k.lstrip("-").isdigit()), uniq[0])
+            example = next((k for k in uniq if not k.lstrip("-").isdigit()), uniq[-1])
             rep.add(f"factorized_{col}", len(uniq),
-                    f"{col}: {{count:,}} distinct keys, some not integers (e.g. {example!r}), "
-                    "factorised to integer codes in sorted key order")
+                    f"{col}: {{count:,}} distinct keys factorised to integer codes in sorted "
+                    f"key order because some ids {reason} (e.g. {example!r}); the original "
+                    f"key is kept as {col.split('_')[0]}_key")
         else:
             df[col] = ints
 
@@ -184,7 +298,8 @@ def load(
         bad = num.isna().to_numpy() & df["timestamp"].notna().to_numpy()
         _raise_if_bad(df, bad, "timestamp", columns, label, p,
                       f"not numbers although timestamp_unit={timestamp_unit!r}", "")
-        df["timestamp"] = pd.to_datetime(num, unit=timestamp_unit, origin=timestamp_origin)
+        df["timestamp"] = _from_numbers(df, num, timestamp_unit, timestamp_origin,
+                                        columns, label, p)
     if "unit_price" in df.columns:
         q = pd.to_numeric(df.get("quantity", pd.Series(1.0, index=df.index)), errors="coerce")
         price = pd.to_numeric(df["unit_price"], errors="coerce")
@@ -214,6 +329,13 @@ def load(
     rep.add("zero_quantity", int((events["quantity"] == 0).sum()),
             "{count:,} zero-quantity rows kept")
 
+    if len(events) < 2:
+        dropped = [r.message for r in rep if r.count and r.message.startswith("dropped")]
+        raise DataError(f"[{NAME}] {p}: only {len(events)} event(s) left of {len(raw)} "
+                        f"{label}(s) read{' (' + '; '.join(dropped) + ')' if dropped else ''}"
+                        "; a sequence data set needs at least 2 events. Check the file (is it "
+                        "truncated?) and the on_missing_ids/duplicates/negative_quantity "
+                        "options.")
     item_f = _features(events, "item_id", feats_i, keys.get("item_id"), "item_key", rep)
     cust_f = _features(events, "customer_id", feats_c, keys.get("customer_id"),
                        "customer_key", rep)
@@ -237,7 +359,7 @@ def _features(events: pd.DataFrame, key: str, feats: list[str], uniq: pd.Index |
     return pd.DataFrame(out, index=pd.Index(ids, name=key))
 
 
-SOURCE = register_source(Source(name=NAME, load=load, files=files, version="1"))
+SOURCE = register_source(Source(name=NAME, load=load, files=files, version="2"))
 
 
 def _raise_if_bad(df, bad, column, columns, label, path, problem, fix) -> None:
@@ -247,3 +369,57 @@ def _raise_if_bad(df, bad, column, columns, label, path, problem, fix) -> None:
     lines = ", ".join(f"{label} {i} ({v!r})" for i, v in df.loc[bad, column].head(5).items())
     raise DataError(f"[{NAME}] {path}: column '{columns[column]}' ({column}): "
                     f"{int(bad.sum()):,} value(s) are {problem}. First offending: {lines}.{fix}")
+
+
+_EPOCH_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+
+
+def _from_numbers(df, num: pd.Series, unit: str, origin: str, columns, label, path):
+    """Numeric times -> datetimes, refusing values outside the supported range (a
+    millisecond epoch read with unit 's' lands in the year ~50,000, which pandas would
+    otherwise wrap into 1678..2262 and scramble the order)."""
+    try:
+        step = pd.Timedelta(1, unit=unit).total_seconds()
+        base = 0.0 if origin == "unix" else (
+            pd.Timestamp(origin) - pd.Timestamp("1970-01-01")).total_seconds()
+    except (ValueError, TypeError, OverflowError) as err:
+        raise DataError(f"[{NAME}] {path}: timestamp_unit={unit!r} / timestamp_origin="
+                        f"{origin!r} not understood ({err}). Use a unit such as 's', 'ms', "
+                        "'us', 'D' and an origin 'unix' or a date.") from None
+    arr = num.to_numpy(np.float64, na_value=np.nan)
+    secs = arr * step + base
+    lo = float(TIME_MIN.astype(np.int64))
+    hi = float(TIME_MAX.astype(np.int64))
+    bad = np.isfinite(arr) & ~((secs >= lo) & (secs <= hi))
+    if bad.any():
+        hint = ""
+        mag = float(np.nanmedian(np.abs(arr[np.isfinite(arr)])))
+        if origin == "unix" and unit in _EPOCH_UNITS:
+            for u, f in _EPOCH_UNITS.items():  # the unit that puts them in 1990..2040
+                if u != unit and 6.3e8 <= mag * f <= 2.3e9:
+                    hint = (f" Their magnitudes (median {mag:.4g}) look like {u} since the "
+                            f"Unix epoch: pass timestamp_unit={u!r}.")
+                    break
+        _raise_if_bad(df, bad, "timestamp", columns, label, path,
+                      f"outside the supported range {TIME_MIN} .. {TIME_MAX} when read with "
+                      f"timestamp_unit={unit!r}, timestamp_origin={origin!r}",
+                      hint or " Check timestamp_unit / timestamp_origin, or fix the rows.")
+    finite = arr[np.isfinite(arr)]
+    if origin == "unix" and unit in _EPOCH_UNITS and len(finite):
+        mag = float(np.median(np.abs(finite)))
+        implied = mag * _EPOCH_UNITS[unit]
+        if not 1e8 <= implied <= 4.1e9:  # median before 1973 or after 2100
+            for u, f in _EPOCH_UNITS.items():
+                if u != unit and 6.3e8 <= mag * f <= 2.3e9:
+                    raise DataError(
+                        f"[{NAME}] {path}: column '{columns['timestamp']}' (timestamp): "
+                        f"with timestamp_unit={unit!r} the median time is "
+                        f"{pd.Timestamp(implied, unit='s')}, but the magnitudes (median "
+                        f"{mag:.4g}, e.g. {label} {df.index[0]} ({df['timestamp'].iloc[0]!r})) "
+                        f"look like {u} since the Unix epoch: pass timestamp_unit={u!r} (or "
+                        "timestamp_origin='1970-01-01' to keep these times as they are).")
+    # exact integer arithmetic where possible (float64 ns would round)
+    if pd.api.types.is_integer_dtype(num.dtype) and unit in _EPOCH_UNITS and origin == "unix":
+        return pd.Series(num.to_numpy(np.int64).astype(f"datetime64[{unit}]"),
+                         index=num.index)
+    return pd.to_datetime(num, unit=unit, origin=origin)
