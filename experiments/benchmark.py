@@ -76,6 +76,24 @@ def move_aside(results_dir: Path, experiment: str) -> None:
             print(f"[{experiment}] moved {src} -> {dst}")
 
 
+def load_index(results_dir: Path, experiment: str):
+    """The experiment's indexed runs (``attnlab.report.tables.Run``), skipping unreadable
+    files with a warning on stderr that names each one: a truncated JSON (a crash, a full
+    disk) costs its own row, never the table."""
+    from attnlab.report.tables import Run
+    from attnlab.train.results import read_index
+
+    folder = results_dir / experiment
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"no results for experiment {experiment!r} under {folder}; run its sweep first: "
+            f"python experiments/train.py -m experiment={experiment}")
+    good, _ = read_index(folder, warn=lambda msg: print(f"[{experiment}] warning: {msg}", file=sys.stderr))
+    if not good:
+        raise FileNotFoundError(f"{folder} holds no readable results yet")
+    return [Run(path, data) for path, data in good]
+
+
 def replace_block(text: str, name: str, content: str) -> str:
     start, end = f"<!-- table:{name} -->", f"<!-- /table:{name} -->"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
@@ -114,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-boot", type=int, default=2000)
     args = ap.parse_args(argv)
 
-    from attnlab.report.tables import build_table, load_runs, to_csv, to_latex, to_markdown
+    from attnlab.report.tables import build_table, to_csv, to_latex, to_markdown
 
     results_dir = args.results_dir or default_results_dir()
     names = list(args.experiments)
@@ -134,7 +152,14 @@ def main(argv: list[str] | None = None) -> int:
             move_aside(results_dir, name)
         if args.run:
             walls[name] = run_sweep(name, args.override, results_dir.parent / "logs")
-        table = build_table(load_runs(results_dir, name), experiment=name, n_boot=args.n_boot)
+        try:
+            runs = load_index(results_dir, name)
+        except FileNotFoundError as e:
+            if len(names) == 1:
+                raise SystemExit(str(e)) from None
+            print(f"[{name}] skipped: {e}", file=sys.stderr)  # one empty experiment never stops the others
+            continue
+        table = build_table(runs, experiment=name, n_boot=args.n_boot)
         if name in walls:
             how = "from scratch" if args.fresh else "finished runs skipped"
             table.footer.insert(-1, f"This regeneration: sweep wall time {walls[name] / 60:.1f} min ({how}).")

@@ -7,6 +7,11 @@
 
 Under ``-m`` (multirun) finished runs are skipped on relaunch (``trainer.skip_completed``,
 keyed by config hash + seed), and W&B runs are grouped by experiment (one sweep each) with job_type ``sweep``.
+
+A single run writes to its own folder (``hydra.run.dir``: time + config-hash prefix + pid +
+launch microseconds); a run refuses a folder that another live run holds (lock file
+``.attnlab.lock``, see :mod:`attnlab.train.run_dir`). Config mistakes (an unknown
+``+model.*`` / ``+task.*`` key, an out-of-range value) fail before any data is loaded.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from attnlab.train.run_dir import register_resolvers
+
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+register_resolvers()  # ${attnlab_run_id:} in hydra.run.dir (configs/config.yaml): one folder per launch
 
 
 def apply_sweep_defaults(cfg: DictConfig) -> None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping
+import inspect
+import numbers
+from typing import Any, Callable, Iterable, Mapping
 
 from flax import nnx
 
@@ -45,6 +47,27 @@ BackboneBuilder = Callable[[Mapping[str, Any], ModelDims, nnx.Rngs], nnx.Module]
 ATTENTION_FAMILIES: dict[str, Callable[..., nnx.Module]] = {}
 #: name -> backbone builder (every family).
 FAMILIES: dict[str, BackboneBuilder] = {}
+#: name -> (the config section holding the family's options, the option names it accepts):
+#: ``("attention", {...})`` for attention families (the layer's keyword arguments),
+#: ``("backbone", {...})`` for whole-backbone families.
+FAMILY_OPTIONS: dict[str, tuple[str, frozenset[str]]] = {}
+
+#: Keys of a ``model`` config group every family reads (``build_model`` and the trainer);
+#: the family's own options live under :data:`FAMILY_OPTIONS` ``[name][0]``.
+MODEL_KEYS = frozenset({
+    "name", "d_model", "n_layers", "n_heads", "max_len", "dropout", "item_head", "encoder",
+    "gap_buckets", "continuous_std", "churn_pool", "history_memory",
+})
+ITEM_HEADS = tuple(h.value for h in ItemHead)
+ENCODERS = tuple(m.value for m in EncoderMode)
+CHURN_POOLS = ("last", "attention")
+
+
+def _keyword_options(fn: Callable[..., Any], exclude: Iterable[str]) -> frozenset[str]:
+    """The keyword arguments ``fn`` accepts, minus those the builder passes itself."""
+    params = inspect.signature(getattr(fn, "__init__", fn) if isinstance(fn, type) else fn).parameters.values()
+    return frozenset(p.name for p in params
+                     if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in {"self", *exclude})
 
 
 def _transformer(layer_cls, model_cfg: Mapping[str, Any], dims: ModelDims, rngs: nnx.Rngs):
@@ -63,13 +86,17 @@ def register_family(name: str, layer_cls: Callable[..., nnx.Module]) -> None:
         raise ValueError(f"model family {name!r} is already registered")
     ATTENTION_FAMILIES[name] = layer_cls
     FAMILIES[name] = functools.partial(_transformer, layer_cls)
+    FAMILY_OPTIONS[name] = ("attention", _keyword_options(layer_cls, ("d_model", "n_heads", "rngs")))
 
 
-def register_backbone(name: str, builder: BackboneBuilder) -> None:
-    """Register a family that supplies its whole backbone (e.g. a recurrent baseline)."""
+def register_backbone(name: str, builder: BackboneBuilder, *, options: Iterable[str] = ()) -> None:
+    """Register a family that supplies its whole backbone (e.g. a recurrent baseline);
+    ``options``: the keys it reads from the config's ``backbone:`` (anything else there is
+    refused by :func:`validate_model_config`)."""
     if name in FAMILIES:
         raise ValueError(f"model family {name!r} is already registered")
     FAMILIES[name] = builder
+    FAMILY_OPTIONS[name] = ("backbone", frozenset(options))
 
 
 def _lstm(model_cfg: Mapping[str, Any], dims: ModelDims, rngs: nnx.Rngs) -> LSTMBackbone:
@@ -81,7 +108,90 @@ register_family("vanilla", VanillaAttention)
 register_family("time_decay", TimeDecayAttention)
 register_family("sparse", SparseAttention)
 register_family("linear", LinearAttention)
-register_backbone("lstm", _lstm)
+register_backbone("lstm", _lstm,
+                  options=_keyword_options(LSTMBackbone, ("d_model", "n_layers", "dropout", "rngs")))
+
+
+def _bad(key: str, value: Any, rule: str) -> ValueError:
+    return ValueError(f"model.{key}={value!r} is out of range: {rule}.")
+
+
+def _integer(cfg: Mapping[str, Any], key: str, *, low: int, what: str, section: str = "") -> None:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise _bad(section + key, value, f"must be an integer >= {low} ({what})")
+
+
+def validate_model_config(model_cfg: Mapping[str, Any]) -> None:
+    """Raise a ``ValueError`` naming the key and the allowed range for any value of a
+    ``model`` config group that cannot build a model (cheap: no arrays; the trainer calls
+    it before loading data). Unknown keys are checked by
+    :func:`attnlab.train.config_check.check_config` against the group's YAML."""
+    name = model_cfg.get("name")
+    if name not in FAMILIES:
+        raise KeyError(f"unknown model family {name!r}; registered: {sorted(FAMILIES)}. "
+                       "Pick one with model=<name>.")
+    for key in ("name", "d_model", "n_layers", "n_heads", "max_len", "dropout"):
+        if key not in model_cfg:
+            raise ValueError(f"model.{key} is missing (model={name}); configs/model/{name}.yaml sets it.")
+    _integer(model_cfg, "d_model", low=1, what="the model width")
+    _integer(model_cfg, "n_layers", low=1, what="stacked blocks")
+    _integer(model_cfg, "n_heads", low=1, what="attention heads")
+    _integer(model_cfg, "max_len", low=1, what="events per window")
+    section, _ = FAMILY_OPTIONS[name]
+    if section == "attention" and model_cfg["d_model"] % model_cfg["n_heads"]:
+        divisors = [h for h in range(1, model_cfg["d_model"] + 1) if model_cfg["d_model"] % h == 0]
+        raise _bad("n_heads", model_cfg["n_heads"],
+                   f"must divide model.d_model={model_cfg['d_model']} (heads split the width); "
+                   f"allowed: {divisors[:12]}{' ...' if len(divisors) > 12 else ''}")
+    dropout = model_cfg["dropout"]
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
+        raise _bad("dropout", dropout, "a probability in [0, 1)")
+    for key in ("history_memory", "gap_buckets"):
+        if model_cfg.get(key) is not None:
+            _integer(model_cfg, key, low=0, what="0 = off")
+    std = model_cfg.get("continuous_std", 0.02)
+    if std is not None and (isinstance(std, bool) or not isinstance(std, numbers.Real) or not std > 0):
+        raise _bad("continuous_std", std, "a positive init scale, or null for flax's fan-in default")
+    for key, allowed, default in (("item_head", ITEM_HEADS, "softmax"), ("encoder", ENCODERS, None),
+                                  ("churn_pool", CHURN_POOLS, None)):
+        value = model_cfg.get(key, default)
+        if value is not None and value not in allowed:
+            raise _bad(key, value, f"one of {list(allowed)}")
+    if model_cfg.get("history_memory") and model_cfg.get("item_head", "softmax") != "copy":
+        raise ValueError(
+            f"model.history_memory={model_cfg['history_memory']} feeds the copy head, but "
+            f"model.item_head={model_cfg.get('item_head', 'softmax')} has none: set model.history_memory=0 "
+            "with the softmax head (or model.item_head=copy).")
+    _validate_family_options(name, dict(model_cfg.get(section) or {}))
+
+
+def _validate_family_options(name: str, opts: dict[str, Any]) -> None:
+    from attnlab.ops.attention import Impl
+    from attnlab.ops.linear_attention import FeatureMap
+    from attnlab.ops.spec import DecayFn
+
+    def choice(key, allowed):
+        if key in opts and opts[key] not in allowed:
+            raise _bad(f"attention.{key}", opts[key], f"one of {list(allowed)} (model={name})")
+
+    choice("impl", [None, *(i.value for i in Impl)])
+    if name == "sparse":
+        if "window" in opts:
+            _integer(opts, "window", low=1, what="events each query sees", section="attention.")
+        if "num_global" in opts:
+            _integer(opts, "num_global", low=0, what="leading positions every query sees", section="attention.")
+    elif name == "time_decay":
+        choice("decay_fn", [d.value for d in DecayFn])
+        lo, hi = opts.get("slope_min", 1.0 / 365.0), opts.get("slope_max", 1.0)
+        if not (isinstance(lo, numbers.Real) and isinstance(hi, numbers.Real) and 0 < lo <= hi):
+            raise ValueError(f"model.attention.slope_min={lo!r}, slope_max={hi!r} are out of range: "
+                             "need 0 < slope_min <= slope_max (per day).")
+    elif name == "linear":
+        choice("decay", ["learned", "none"])
+        choice("feature_map", [f.value for f in FeatureMap])
+        if "chunk" in opts:
+            _integer(opts, "chunk", low=1, what="chunk size of the parallel form", section="attention.")
 
 
 def build_model(model_cfg: Any, *, n_items: int, seed: int) -> SequenceModel:
@@ -98,12 +208,8 @@ def build_model(model_cfg: Any, *, n_items: int, seed: int) -> SequenceModel:
       n_items: catalogue size.
       seed: parameter-init seed.
     """
+    validate_model_config(model_cfg)
     name = model_cfg["name"]
-    if name not in FAMILIES:
-        raise KeyError(
-            f"unknown model family {name!r}; registered: {sorted(FAMILIES)}. "
-            "Pick one with model=<name>."
-        )
     dims = ModelDims(d_model=int(model_cfg["d_model"]), n_layers=int(model_cfg["n_layers"]),
                      n_heads=int(model_cfg["n_heads"]), dropout=float(model_cfg["dropout"]))
     return SequenceModel(

@@ -8,6 +8,9 @@ leaves a half-written checkpoint that looks valid.
 
 from __future__ import annotations
 
+import logging
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +19,43 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read back (corrupt or truncated files); the message
+    names the folder to delete and the option that starts afresh."""
+
+
 class Checkpoints:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory).absolute()
+        self._open()
+
+    def _open(self) -> None:
+        self._closed = False
         opts = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
         self._latest = ocp.CheckpointManager(self.directory / "latest", options=opts)
         self._best = ocp.CheckpointManager(self.directory / "best", options=opts)
+
+    def discard(self) -> Path | None:
+        """Start afresh (``trainer.resume=false``): move every checkpoint already in the
+        folder aside, to ``<directory>.discarded-<time>`` (nothing is deleted), so this run
+        neither resumes from them nor restores an older ``best`` at the end. Returns where
+        they went (None when there were none)."""
+        if not any(p.is_dir() and any(p.iterdir()) for p in (self.directory / "latest", self.directory / "best")):
+            return None
+        self.close()
+        dst = self.directory.with_name(f"{self.directory.name}.discarded-{time.strftime('%Y%m%d-%H%M%S')}")
+        n = 0
+        while dst.exists():
+            n += 1
+            dst = dst.with_name(f"{dst.name.split('~')[0]}~{n}")
+        shutil.move(str(self.directory), str(dst))
+        log.warning("trainer.resume=false: moved the earlier checkpoints in %s aside to %s; training from "
+                    "scratch", self.directory, dst)
+        self._open()
+        return dst
 
     @staticmethod
     def _args_save(state, meta):
@@ -45,14 +79,26 @@ class Checkpoints:
             raise FileNotFoundError(f"no {which!r} checkpoint under {self.directory}")
         target = nnx.to_pure_dict(nnx.state(nodes))
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        restored = mngr.restore(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
-        )
-        state = nnx.state(nodes)
-        nnx.replace_by_pure_dict(state, restored["state"])
+        folder = self.directory / which / str(step)
+        try:
+            restored = mngr.restore(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
+            )
+            state = nnx.state(nodes)
+            nnx.replace_by_pure_dict(state, restored["state"])
+            meta = restored["meta"]
+            if not isinstance(meta, dict):
+                raise ValueError(f"its bookkeeping is a {type(meta).__name__}, not a mapping")
+        except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many types; all mean "unreadable"
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            raise CheckpointError(
+                f"cannot restore the {which!r} checkpoint {folder} ({type(e).__name__}: {first}): its files are "
+                f"corrupt, truncated or from an incompatible model. Delete {self.directory} to train from "
+                "scratch, or rerun with trainer.resume=false (which moves it aside to "
+                f"{self.directory.name}.discarded-<time>).") from None
         nnx.update(nodes, state)
-        return dict(restored["meta"])
+        return dict(meta)
 
     def _manager(self, which: str) -> ocp.CheckpointManager:
         if which not in ("latest", "best"):
@@ -60,5 +106,8 @@ class Checkpoints:
         return self._latest if which == "latest" else self._best
 
     def close(self) -> None:
-        self._latest.close()
-        self._best.close()
+        """Close both managers (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._latest.close()
+            self._best.close()

@@ -22,6 +22,7 @@ uninterrupted run exactly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -41,8 +42,10 @@ from attnlab.data.pipeline import load_sequences
 from attnlab.models import build_model
 from attnlab.train import results as res
 from attnlab.train.checkpoint import Checkpoints
+from attnlab.train.config_check import check_config
 from attnlab.train.optim import TrainerConfig, make_optimizer
-from attnlab.train.tasks import make_task
+from attnlab.train.run_dir import RunLock
+from attnlab.train.tasks import check_split, make_task
 from attnlab.train.tracking import make_tracker
 
 log = logging.getLogger(__name__)
@@ -142,17 +145,27 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
     seed = int(c["seed"])
     progress = bool(c.get("progress", True))
     out_dir = Path(c["paths"]["output_dir"]).absolute()
-    tr = TrainerConfig.from_dict(c["trainer"])  # fails on unknown keys before any work
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # config mistakes fail before any work: unknown keys, out-of-range values
+    tr = TrainerConfig.from_dict(c["trainer"])
+    check_config(c)
+    task = make_task(c["task"])
+    # one live run per folder: a second launch into it is refused, a dead owner's lock taken over
+    # (checkpoint managers are closed on the way out, also when the run fails)
+    with RunLock(out_dir), contextlib.ExitStack() as cleanup:
+        return _run(c, tr, task, seed=seed, progress=progress, out_dir=out_dir, t_start=t_start,
+                    cleanup=cleanup)
 
+
+def _run(c: dict[str, Any], tr: TrainerConfig, task, *, seed: int, progress: bool, out_dir: Path,
+         t_start: float, cleanup: contextlib.ExitStack) -> res.RunResult:
     # -- data and protocol ----------------------------------------------------------
     store = load_sequences(
         c["data"]["name"], dict(c["data"].get("options") or {}),
         cache_dir=c["paths"]["cache_dir"], progress=progress,
     )
     index_path = res.completed_path(results_dir(c), c)
-    if tr.skip_completed and index_path.exists():
-        done = res.read_result(index_path)
+    done = res.try_read_result(index_path) if tr.skip_completed and index_path.exists() else None
+    if done is not None:
         if done.provenance.get("data_fingerprint") == store.fingerprint:
             log.info("skipping: this exact run (config %s, seed %d) is already complete: %s",
                      res.config_hash(c), seed, index_path)
@@ -166,10 +179,20 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
             return done
         log.warning("re-running %s: it was computed on different data (fingerprint %s, now %s)",
                     index_path, done.provenance.get("data_fingerprint"), store.fingerprint)
-    task = make_task(c["task"])
     split = task.split(store, seed=seed)
     log.info("split %s: %d train customers, %d valid, %d test", task.name,
              int((split.train_end > np.asarray(store.offsets)[:-1]).sum()), len(split.valid), len(split.test))
+    check_split(task, store, split)  # no train / valid / test examples: an error, never an n = 0 result
+    mcfg = c["model"]
+    max_len = int(mcfg["max_len"])
+    batch_size = int(tr.batch_size)
+    task.prepare(store, split)
+    steps_per_epoch = task.steps_per_epoch(store, split, max_len=max_len, batch_size=batch_size)
+    if tr.limit_train_batches:
+        steps_per_epoch = min(steps_per_epoch, int(tr.limit_train_batches))
+    if steps_per_epoch == 0:
+        raise ValueError(f"task={task.name}: the split has no training windows (split report: "
+                         f"{split.report}); use more data or an earlier cut-off.")
 
     provenance = {
         "experiment": c.get("experiment_name") or "default",
@@ -203,19 +226,9 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
         per_example[name] = ev.per_example
 
     # -- model ------------------------------------------------------------------------
-    mcfg = c["model"]
-    max_len = int(mcfg["max_len"])
-    batch_size = int(tr.batch_size)
     model = build_model(mcfg, n_items=store.n_items, seed=seed)
-    task.prepare(store, split)
     if tr.init_bias == "log_popularity" and task.target_counts is not None:
         model.init_catalogue_bias(task.target_counts)
-    steps_per_epoch = task.steps_per_epoch(store, split, max_len=max_len, batch_size=batch_size)
-    if tr.limit_train_batches:
-        steps_per_epoch = min(steps_per_epoch, int(tr.limit_train_batches))
-    if steps_per_epoch == 0:
-        raise ValueError(f"task={task.name}: the split has no training windows (split report: "
-                         f"{split.report}); use more data or an earlier cut-off.")
     # the schedule's length: the step budget, else max_epochs whole passes
     total_steps = int(tr.max_steps) if tr.max_steps else int(tr.max_epochs) * steps_per_epoch
     max_epochs = int(tr.max_epochs) if tr.max_epochs else -(-total_steps // steps_per_epoch)
@@ -223,6 +236,7 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
     step_fn = nnx.jit(functools.partial(_train_step, loss=task.loss))
     score_fn = task.model_scores(model, max_len=max_len, batch_size=int(tr.eval_batch_size))
     ckpts = Checkpoints(out_dir / "checkpoints")
+    cleanup.callback(ckpts.close)
     base_key = jax.random.key(seed)
     log.info("training budget: %d steps (%d per pass over the training windows, at most %d passes), "
              "batch %d", total_steps, steps_per_epoch, max_epochs, batch_size)
@@ -232,6 +246,8 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
     resume_key = res.config_hash(c, ignore=res.NOT_RESULTS + ("trainer.max_epochs", "trainer.patience"))
     state["resume_key"] = resume_key
     state["data_fingerprint"] = store.fingerprint
+    if not tr.resume:
+        ckpts.discard()  # start fresh: earlier checkpoints in this folder are moved aside
     if tr.resume and ckpts.latest_step() is not None:
         state = ckpts.restore("latest", (model, optimizer))
         if state.get("resume_key", resume_key) != resume_key:

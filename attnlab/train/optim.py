@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 from typing import Any
 
 import jax
@@ -68,6 +69,17 @@ class TrainerConfig:
         def bad(key, value, rule):
             raise ValueError(f"trainer.{key}={value!r} is out of range: {rule}.")
 
+        for f in dataclasses.fields(self):  # types first: a string where a number goes is a clear error too
+            value, kind = getattr(self, f.name), str(f.type)
+            optional = "None" in kind
+            if value is None and optional:
+                continue
+            if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                bad(f.name, value, "must be an integer" + (" or null" if optional else ""))
+            if kind.startswith("float") and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                bad(f.name, value, "must be a number")
+            if kind.startswith("bool") and not isinstance(value, bool):
+                bad(f.name, value, "must be true or false" + (" or null" if optional else ""))
         for key, allowed in self.CHOICES.items():
             if getattr(self, key) not in allowed:
                 bad(key, getattr(self, key), f"one of {list(allowed)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -151,6 +152,67 @@ def read_result(path: str | os.PathLike) -> RunResult:
     result = RunResult.from_json(json.loads(Path(path).read_text()))
     result.path = str(path)
     return result
+
+
+class BadResultFile(ValueError):
+    """A results JSON that cannot be read (truncated, not JSON, not a run result)."""
+
+
+def _problem(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``(data, None)`` for a readable run result, else ``(None, why)``."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        return None, f"cannot be read ({type(e).__name__}: {e})"
+    except json.JSONDecodeError as e:
+        return None, f"is not valid JSON, e.g. truncated by a crash or a full disk ({e})"
+    if not isinstance(data, dict):
+        return None, f"holds a {type(data).__name__}, not a run result"
+    missing = [k for k in ("metrics", "provenance") if not isinstance(data.get(k), dict)]
+    if missing:
+        return None, f"has no {' / '.join(missing)}: not a run result"
+    return data, None
+
+
+def check_result_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The parsed JSON of a run result, or :class:`BadResultFile` naming the file and the fix."""
+    data, why = _problem(Path(path))
+    if why:
+        raise BadResultFile(f"{path} {why}; delete it (and its .npz) and re-run that job")
+    return data
+
+
+def try_read_result(path: str | os.PathLike) -> RunResult | None:
+    """:func:`read_result`, or None with a warning naming the file when it is unreadable
+    (the caller then treats the run as not done: a sweep re-runs it and rewrites the file)."""
+    try:
+        data = check_result_file(path)
+    except BadResultFile as e:
+        logging.getLogger(__name__).warning("ignoring a bad results file: %s", e)
+        return None
+    result = RunResult.from_json(data)
+    result.path = str(path)
+    return result
+
+
+def read_index(folder: str | os.PathLike, *, warn=None) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
+    """Every readable result JSON in a results-index folder, sorted by name, and one
+    message per skipped file (each naming the file). One bad file (truncated by a crash,
+    not JSON, no ``config``) never stops the others: it is skipped, and ``warn(message)``
+    (default: a logged warning) is called for it."""
+    warn = warn or logging.getLogger(__name__).warning
+    good, skipped = [], []
+    for path in sorted(Path(folder).glob("*.json")):
+        data, why = _problem(path)
+        if why is None and not data.get("config"):
+            why = "has no 'config' (written by an older attnlab)"
+        if why:
+            msg = f"skipping {path}: it {why}; delete it (and its .npz) and re-run that job to get it back"
+            skipped.append(msg)
+            warn(msg)
+            continue
+        good.append((path, data))
+    return good, skipped
 
 
 def git_sha(cwd: str | os.PathLike | None = None) -> str:

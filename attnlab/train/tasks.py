@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from attnlab.baselines.registry import churn_baselines, ranking_baselines
+from attnlab.baselines.registry import CHURN, RANKING, churn_baselines, ranking_baselines
 from attnlab.data import splits as protocols
 from attnlab.data.batching import make_batch, next_basket_targets, window_ends
 from attnlab.data.sequences import SequenceStore
@@ -104,6 +104,67 @@ def pick_per_group(offsets: np.ndarray, per: int, rng: np.random.Generator) -> n
     order = np.lexsort((rng.random(len(grp)), grp))
     rank = np.arange(len(grp)) - np.repeat(offsets[:-1], counts)
     return order[rank < per]
+
+
+def _int_option(cfg: dict[str, Any], key: str, default: int, *, low: int, what: str) -> int:
+    """``task.<key>`` as an int ``>= low``, else a ``ValueError`` naming the key and the range."""
+    value = cfg.get(key, default)
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"task.{key}={value!r} is out of range: must be an integer >= {low} ({what}).")
+    return int(value)
+
+
+def _check_baselines(cfg: dict[str, Any], table: dict, kind: str) -> None:
+    """Unknown baseline names fail when the task is made (before any data is loaded)."""
+    names = cfg.get("baselines") or ()
+    if isinstance(names, str):
+        raise ValueError(f"task.baselines={names!r} must be a list, e.g. task.baselines=[{names}].")
+    for n in names:
+        if n not in table:
+            raise KeyError(f"unknown {kind} baseline {n!r}; available: {sorted(table)}. "
+                           f"Set task.baselines to a list of these.")
+
+
+def _check_time(cfg: dict[str, Any], key: str, *, duration: bool = False) -> int | None:
+    """Parse ``task.<key>`` (a cut-off date or a duration) now, naming the key if it fails."""
+    value = cfg.get(key)
+    if value is None:
+        return None
+    try:
+        return protocols.to_duration_seconds(value) if duration else protocols.to_seconds(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"task.{key}={value!r}: {e}") from None
+
+
+def data_span(store: SequenceStore) -> str:
+    """``'<first day> .. <last day> (N customers, M events)'``: for error messages."""
+    t = np.asarray(store.time)
+    if len(t) == 0:
+        return "no events"
+    fmt = lambda x: str(np.datetime64(int(x), "s")).replace("T", " ")  # noqa: E731
+    return (f"{fmt(t.min())} .. {fmt(t.max())} ({store.n_customers:,} customer(s), "
+            f"{len(t):,} event(s))")
+
+
+def check_split(task, store: SequenceStore, split: Split) -> None:
+    """Refuse a split with no training data, no validation or no test examples, before
+    anything is fitted: such a run would train on nothing, choose a checkpoint on nothing
+    or file a result with ``n = 0``. The message names the cut-offs and the data span."""
+    starts = np.asarray(store.offsets)[:-1]
+    n_train = (len(split.train) if split.train is not None
+               else int((np.asarray(split.train_end) - starts).sum()))
+    empty = [name for name, n in (("training", n_train), ("validation", len(split.valid)),
+                                  ("test", len(split.test))) if n == 0]
+    if not empty:
+        return
+    report = split.report or {}
+    cutoffs = {k: v for k, v in report.items() if k.endswith("cutoff") and isinstance(v, str)}
+    where = (", ".join(f"{k} {v}" for k, v in cutoffs.items()) if cutoffs
+             else f"leave-last-basket-out, min_baskets {report.get('min_baskets')}")
+    raise ValueError(
+        f"task={task.name}: the split has no {' / no '.join(empty)} examples ({where}; the data spans "
+        f"{data_span(store)}). {task.split_hint} Nothing was trained or filed. Split report: {report}")
 
 
 PROPOSALS = ("uniform", "log_uniform", "popularity")
@@ -211,26 +272,41 @@ class NextItemTask:
 
     name = "next_item"
     monitor = "ndcg@10"
+    #: every ``task.*`` key this task reads (``encoder`` is read by the model config,
+    #: ``name`` by :func:`make_task`); configs/task/<name>.yaml may not add others
+    KEYS = frozenset({"name", "monitor", "encoder", "baselines", "ks", "sampled_softmax",
+                      "windows_per_customer", "window_ends", "loss_positions", "min_baskets"})
+    SUBKEYS = {"sampled_softmax": frozenset({"negatives", "proposal", "alpha"})}
+    split_hint = ("Every customer needs task.min_baskets purchase baskets (the last one is the test "
+                  "target, the one before the validation target): lower task.min_baskets (>= 2) or use "
+                  "more data.")
 
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
         self.monitor = cfg.get("monitor") or type(self).monitor
-        self.ks = tuple(cfg.get("ks", (10, 20)))
+        ks = cfg.get("ks", (10, 20))
+        if (isinstance(ks, (str, int)) or not ks
+                or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks)):
+            raise ValueError(f"task.ks={ks!r} is out of range: a non-empty list of integers >= 1, e.g. [10, 20].")
+        self.ks = tuple(int(k) for k in ks)
+        _check_baselines(cfg, RANKING, "ranking")
+        self._check_protocol_options(cfg)
         self.negatives, self.proposal, self.alpha = sampled_softmax_options(cfg)
         self.windows_per_customer = int(cfg.get("windows_per_customer", 4))
         self.window_ends = str(cfg.get("window_ends") or "random")
         if self.window_ends not in ("random", "latest"):
             raise ValueError(f"task.window_ends={self.window_ends!r} is not one of ['random', 'latest'].")
-        self.loss_positions = int(cfg.get("loss_positions", 0) or 0)
-        if self.windows_per_customer < 1:
-            raise ValueError(f"task.windows_per_customer must be >= 1, got {self.windows_per_customer}.")
-        if self.loss_positions < 0:
-            raise ValueError(f"task.loss_positions must be >= 0 (0 = every position), got {self.loss_positions}.")
+        self.loss_positions = _int_option(cfg, "loss_positions", 0, low=0, what="0 = every position")
+        _int_option(cfg, "windows_per_customer", 4, low=1, what="window ends per customer per pass")
         self.sampler: NegativeSampler | None = None
         self.target_counts: np.ndarray | None = None
         self.baseline_fit_s: dict[str, float] = {}
 
     # -- protocol ---------------------------------------------------------------
+    @staticmethod
+    def _check_protocol_options(cfg: dict[str, Any]) -> None:
+        _int_option(cfg, "min_baskets", 3, low=2, what="one validation + one test basket")
+
     def split(self, store: SequenceStore, *, seed: int) -> Split:
         _require_items(store, self.name)
         return protocols.next_item_split(store, seed=seed, min_baskets=int(self.cfg.get("min_baskets", 3)))
@@ -357,6 +433,18 @@ class NextBasketTask(NextItemTask):
 
     name = "next_basket"
     monitor = "recall@10"
+    KEYS = (NextItemTask.KEYS - {"min_baskets"}) | {"valid_cutoff", "test_cutoff", "min_history_baskets"}
+    split_hint = ("Put task.valid_cutoff < task.test_cutoff inside the data span, with purchases after "
+                  "each (null = the defaults: the last 10% of the span is test, the 10% before it "
+                  "validation), or lower task.min_history_baskets.")
+
+    @staticmethod
+    def _check_protocol_options(cfg: dict[str, Any]) -> None:
+        _int_option(cfg, "min_history_baskets", 1, low=0, what="0 keeps cold-start customers")
+        vc, tc = _check_time(cfg, "valid_cutoff"), _check_time(cfg, "test_cutoff")
+        if vc is not None and tc is not None and not vc < tc:
+            raise ValueError(f"task.valid_cutoff={cfg['valid_cutoff']!r} must be before "
+                             f"task.test_cutoff={cfg['test_cutoff']!r}.")
 
     def split(self, store: SequenceStore, *, seed: int) -> Split:
         _require_items(store, self.name)
@@ -384,11 +472,27 @@ class ChurnTask:
     name = "churn"
     monitor = "auc"
     target_counts = None  # no catalogue
+    KEYS = frozenset({"name", "monitor", "encoder", "baselines", "cutoff", "horizon", "mode",
+                      "train_stride", "windows_per_customer"})
+    SUBKEYS: dict[str, frozenset] = {}
+    split_hint = ("Move task.cutoff (null = the last day minus the horizon) or shorten task.horizon so "
+                  "that every window holds customers with purchases before it, or use "
+                  "task.mode=holdout_customers.")
 
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
         self.monitor = cfg.get("monitor") or type(self).monitor
         self.baseline_fit_s: dict[str, float] = {}
+        _check_baselines(cfg, CHURN, "churn")
+        _check_time(cfg, "cutoff")
+        _check_time(cfg, "train_stride", duration=True)
+        if cfg.get("horizon", "8W") is None:
+            raise ValueError("task.horizon=None is out of range: a positive duration, e.g. 8W or 56D.")
+        _check_time({"horizon": cfg.get("horizon", "8W")}, "horizon", duration=True)
+        modes = [m.value for m in protocols.ChurnMode]
+        if cfg.get("mode", "temporal") not in modes:
+            raise ValueError(f"task.mode={cfg.get('mode')!r} is out of range: one of {modes}.")
+        _int_option(cfg, "windows_per_customer", 0, low=0, what="labelled cut-offs per customer per pass, 0 = all")
 
     def split(self, store: SequenceStore, *, seed: int) -> Split:
         return protocols.churn_split(
