@@ -14,6 +14,14 @@ The fingerprint hashes: the source name and version, every option (defaults fill
 in), the name/size/mtime of every raw file the source reads, the preprocessing
 version (:data:`attnlab.data.schema.PREPROCESSING_VERSION`) and the build seed.
 
+Subsampling (any source): the options ``max_customers`` (keep at most this many customers,
+drawn without replacement) and ``subsample_seed`` (default 0) are not passed to the source;
+they are applied to its events after loading, before the store is built, and enter the
+fingerprint (only when ``max_customers`` is set, so full-data fingerprints are unchanged).
+``debug=tiny`` uses them so it works with every source::
+
+    load_sequences("cdnow", {"max_customers": 300})
+
 The cache does not trust its files: ``meta.json`` records the dtype, shape, size and a
 CRC-32 of every array at save time, and every load checks them (about 30 ms for The
 Complete Journey's 51 MB). A mismatch, a truncated or unreadable ``.npy`` or a damaged
@@ -23,6 +31,7 @@ rebuilds.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -75,9 +84,52 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+SUBSAMPLE_OPTIONS = ("max_customers", "subsample_seed")
+"""Options every source accepts (handled here, not by the source): see the module docstring."""
+
+
+def split_subsample(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, int] | None]:
+    """``options`` -> (the source's own options, ``{"max_customers", "seed"}`` or None).
+
+    Raises:
+      DataError: ``max_customers`` not a positive integer, or ``subsample_seed`` not an integer.
+    """
+    opts = dict(_plain(options or {}))
+    n = opts.pop("max_customers", None)
+    seed = opts.pop("subsample_seed", 0)
+    if n is None:
+        return opts, None
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise DataError(f"data.options.max_customers must be a positive integer (or null for all "
+                        f"customers), got {n!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise DataError(f"data.options.subsample_seed must be an integer, got {seed!r}.")
+    return opts, {"max_customers": int(n), "seed": int(seed)}
+
+
+def subsample_customers(data: EventData, max_customers: int, *, seed: int = 0) -> EventData:
+    """``data`` restricted to at most ``max_customers`` customers drawn (without replacement,
+    seeded) from those with events: all their events and side information are kept."""
+    ids = np.unique(data.events["customer_id"].to_numpy())
+    if len(ids) <= max_customers:
+        return data
+    keep = np.sort(np.random.default_rng(seed).choice(ids, size=max_customers, replace=False))
+    events = data.events[data.events["customer_id"].isin(keep)].reset_index(drop=True)
+    cf = data.customer_features
+    if len(cf):
+        cf = cf[cf.index.isin(keep)]
+    meta = {**data.meta, "subsample": {"max_customers": int(max_customers), "seed": int(seed),
+                                       "customers_before": int(len(ids))}}
+    log.info("[%s] subsampled %d of %d customers (seed %d): %d of %d events", data.source,
+             max_customers, len(ids), seed, len(events), len(data.events))
+    return dataclasses.replace(data, events=events, customer_features=cf, meta=meta)
+
+
 def fingerprint(name: str, options: Mapping[str, Any] | None = None, *, seed: int = 0) -> str:
-    """Cache key ``"<name>-<16 hex>"`` of a source, its options, raw files and seed."""
+    """Cache key ``"<name>-<16 hex>"`` of a source, its options, raw files and seed (and the
+    customer subsample, when ``max_customers`` is set)."""
     src = get_source(name)
+    options, sub = split_subsample(options)
     opts = src.resolve_options(_plain(options or {}))
     files = []
     for f in src.files(**opts):
@@ -86,14 +138,21 @@ def fingerprint(name: str, options: Mapping[str, Any] | None = None, *, seed: in
         files.append([f.name, st.st_size if st else -1, st.st_mtime_ns if st else -1])
     payload = {"source": name, "source_version": src.version, "options": opts,
                "files": files, "preprocessing": PREPROCESSING_VERSION, "seed": int(seed)}
+    if sub is not None:
+        payload["subsample"] = sub
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
     return f"{name}-{digest.hexdigest()[:16]}"
 
 
 def load_events(name: str, options: Mapping[str, Any] | None = None) -> EventData:
-    """Runs source ``name`` with ``options`` (unknown options raise :class:`DataError`)."""
+    """Runs source ``name`` with ``options`` (unknown options raise :class:`DataError`),
+    then the customer subsample (``max_customers``, ``subsample_seed``) if asked for."""
     src = get_source(name)
-    return src.load(**src.resolve_options(_plain(options or {})))
+    options, sub = split_subsample(options)
+    data = src.load(**src.resolve_options(options))
+    if sub is not None:
+        data = subsample_customers(data, sub["max_customers"], seed=sub["seed"])
+    return data
 
 
 # ---------------------------------------------------------------------------- store I/O
@@ -215,9 +274,21 @@ def load_store(directory: str | Path, *, mmap: bool = True, verify: bool = True
 
 
 def _say(msg: str, progress: bool) -> None:
+    """Log ``msg`` at INFO; with ``progress`` also print it (above any tqdm bar), unless a
+    logging handler already shows it on the terminal (Hydra's console handler does):
+    each line appears once."""
     log.info(msg)
-    if progress:
-        tqdm.write(msg, file=sys.stderr)
+    if not progress:
+        return
+    console = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    node = log if log.isEnabledFor(logging.INFO) else None
+    while node is not None:
+        if any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               and getattr(h, "stream", None) in console and h.level <= logging.INFO
+               for h in node.handlers):
+            return
+        node = node.parent if node.propagate else None
+    tqdm.write(msg, file=sys.stderr)
 
 
 def load_sequences(
@@ -249,7 +320,10 @@ def load_sequences(
       DataError: unknown source or option, unreadable or invalid input data.
     """
     t0 = time.perf_counter()
-    opts = get_source(name).resolve_options(_plain(options or {}))
+    source_opts, sub = split_subsample(options)
+    opts = get_source(name).resolve_options(source_opts)
+    if sub is not None:
+        opts = {**opts, "max_customers": sub["max_customers"], "subsample_seed": sub["seed"]}
     fp = fingerprint(name, opts, seed=seed)
     if cache_dir is None:
         store = _build(name, opts, fp, seed=seed, progress=progress)

@@ -225,6 +225,7 @@ def build_store(data: EventData, *, seed: int = 0, progress: bool = True) -> Seq
     ev = data.events
     n = len(ev)
     bar = tqdm(total=5, desc=f"build {data.source}", disable=not progress, leave=False)
+    bar.set_postfix_str("ids and vocabularies")
     cust_raw = ev["customer_id"].to_numpy(np.int64)
     customer_ids, cust = np.unique(cust_raw, return_inverse=True)
     items_raw = ev["item_id"].to_numpy(np.int64)
@@ -235,18 +236,22 @@ def build_store(data: EventData, *, seed: int = 0, progress: bool = True) -> Seq
     time = ev["timestamp"].to_numpy().astype("datetime64[s]").astype(np.int64)
     basket = ev["basket_id"].to_numpy(np.int64)
     bar.update()
+    bar.set_postfix_str("sort events")
     tiebreak = np.random.default_rng(seed).permutation(n)
     order = np.lexsort((tiebreak, basket, time, cust))
     bar.update()
+    bar.set_postfix_str("offsets")
     offsets = np.zeros(len(customer_ids) + 1, np.int64)
     np.cumsum(np.bincount(cust, minlength=len(customer_ids)), out=offsets[1:])
     item_vocab = np.concatenate([[NO_ITEM], vocab_ids]).astype(np.int64)
     bar.update()
+    bar.set_postfix_str("item and customer tables")
     item_side, item_side_vocab, item_numeric = _side_tables(
         data.item_features, vocab_ids, pad_front=True)
     cust_side, cust_side_vocab, cust_numeric = _side_tables(
         data.customer_features, customer_ids, pad_front=False)
     bar.update()
+    bar.set_postfix_str("event side columns")
     event_side, event_side_vocab = {}, {}
     for name in [c for c in ev.columns if c not in EVENT_COLUMNS]:
         codes, vocab = _categorical(ev[name].iloc[order].reset_index(drop=True))

@@ -216,7 +216,24 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, spec: AttentionSpec,
     """
     decision = explain_dispatch(q, k, v, spec=spec, impl=impl)
     if impl is None:
-        log.info("attention: using %s on %s (declined: %s)", decision.chosen.value,
-                 decision.platform,
-                 ", ".join(f"{n.value}: {r}" for n, r in decision.declined) or "none")
+        _log_decision(decision, q, k)
     return IMPLEMENTATIONS[decision.chosen](q, k, v, spec=spec)
+
+
+#: call signatures whose dispatch decision was logged already (one line per signature)
+_LOGGED: set[tuple] = set()
+
+
+def _log_decision(decision: DispatchDecision, q, k) -> None:
+    """Log the dispatcher's choice once per distinct call signature (shapes, dtype,
+    platform, choice): at DEBUG when it is the platform's first preference, at INFO
+    when a preferred implementation declined (the reasons say why)."""
+    key = (decision.platform, decision.chosen, tuple(q.shape), tuple(k.shape), str(q.dtype),
+           decision.declined)
+    if key in _LOGGED:
+        return
+    _LOGGED.add(key)
+    level = logging.INFO if decision.declined else logging.DEBUG
+    log.log(level, "attention: using %s on %s for q%s k%s %s (declined: %s)", decision.chosen.value,
+            decision.platform, tuple(q.shape), tuple(k.shape), q.dtype,
+            ", ".join(f"{n.value}: {r}" for n, r in decision.declined) or "none")

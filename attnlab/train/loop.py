@@ -43,13 +43,25 @@ from attnlab.models import build_model
 from attnlab.train import results as res
 from attnlab.train.checkpoint import Checkpoints
 from attnlab.train.config_check import check_config
-from attnlab.train.optim import TrainerConfig, make_optimizer
+from attnlab.train.optim import TrainerConfig, lr_schedule, make_optimizer
 from attnlab.train.run_dir import RunLock
 from attnlab.train.tasks import check_split, make_task
-from attnlab.train.tracking import make_tracker
+from attnlab.train.tracking import EPOCH_AXIS, STEP_AXIS, define_axes, is_count, make_tracker
 
 log = logging.getLogger(__name__)
 logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
+
+
+def _no_tpu_probe(record: logging.LogRecord) -> bool:
+    """Drop JAX's INFO line "Unable to initialize backend 'tpu': ... libtpu.so ..." (every
+    run on a machine without a TPU prints it). Other backends' failures (e.g. 'cuda')
+    and every warning still show; which backend JAX picks is unchanged."""
+    return not (record.levelno <= logging.INFO
+                and str(record.msg).startswith("Unable to initialize backend 'tpu'"))
+
+
+if _no_tpu_probe not in logging.getLogger("jax._src.xla_bridge").filters:
+    logging.getLogger("jax._src.xla_bridge").addFilter(_no_tpu_probe)
 
 
 def results_dir(c: dict[str, Any]) -> Path:
@@ -275,6 +287,10 @@ def _run(c: dict[str, Any], tr: TrainerConfig, task, *, seed: int, progress: boo
         log.info("resumed from %s at epoch %d (step %d)", ckpts.directory, state["epoch"], state["step"])
 
     monitor = task.monitor
+    define_axes(tracker, monitor=monitor)
+    log_every = max(int((c.get("logger") or {}).get("log_every_steps") or 10), 1)
+    lr_at = lr_schedule(tr, total_steps)
+    pending: list = []  # step losses since the last step-level log
     while (state["epoch"] < max_epochs and state["step"] < total_steps
            and state["bad_epochs"] < int(tr.patience)):
         epoch = state["epoch"]
@@ -291,6 +307,12 @@ def _run(c: dict[str, Any], tr: TrainerConfig, task, *, seed: int, progress: boo
             events += int(inputs["lengths"].sum())
             state["train_targets"] += task.n_targets(targets)
             state["step"] += 1
+            pending.append(losses[-1])
+            if state["step"] % log_every == 0:
+                # the learning rate the step just taken used (optax counts from 0)
+                tracker.log({STEP_AXIS: state["step"], "train/loss": float(np.mean(jax.device_get(pending))),
+                             "train/lr": float(lr_at(state["step"] - 1))})
+                pending = []
         train_loss = float(np.mean(jax.device_get(losses))) if losses else float("nan")
         train_s = time.perf_counter() - t0
         valid = task.evaluate(score_fn, store, split.valid, progress=False).metrics
@@ -306,8 +328,11 @@ def _run(c: dict[str, Any], tr: TrainerConfig, task, *, seed: int, progress: boo
         state["history"].append(record)
         state["train_events"] += events
         state["train_seconds"] += train_s
-        tracker.log({"train/loss": train_loss, "train/events_per_s": record["events_per_s"],
-                     **{f"valid/{k}": v for k, v in valid.items()}}, step=epoch + 1)
+        tracker.log({EPOCH_AXIS: epoch + 1, "epoch/train_loss": train_loss,
+                     "perf/train_events_per_s": record["events_per_s"], "perf/peak_rss_mb": _peak_rss_mb(),
+                     **{f"valid/{k}": v for k, v in valid.items() if not is_count(k)}})
+        # counts (valid/n, ...) do not change from epoch to epoch: summary values, not curves
+        tracker.set_summary({f"valid/{k}": v for k, v in valid.items() if is_count(k)})
         log.info("epoch %d (step %d/%d) loss %.4f valid %s %.4f (%.1fs)", epoch + 1, state["step"],
                  total_steps, train_loss, monitor, valid[monitor], train_s)
         state["epoch"] = epoch + 1

@@ -10,6 +10,12 @@
   removed when the run ends (also on an exception). A lock whose process is gone (a
   killed run) is taken over with a log message, so a relaunched sweep resumes its
   interrupted job.
+* Resuming a single run: the resolver ``attnlab_run_dir`` wraps ``hydra.run.dir``. With
+  ``ckpt_path=<run dir or its checkpoints dir>`` the run continues in that folder; otherwise,
+  unless ``trainer.resume=false``, a relaunch of the same command (same config hash) continues
+  in the newest unfinished folder of that config next to the new one (:func:`find_unfinished`:
+  a ``latest`` checkpoint, no ``result.json``, no live owner), and only then takes a fresh
+  folder. :func:`resume_decision` says which, for the log.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".attnlab.lock"
+RUN_FILE = ".attnlab-run.json"  # {"config_hash": <16 hex>}, written by experiments/train.py
+NOT_HASHED = ("hydra", "paths", "ckpt_path")  # top-level keys that never enter the config hash here
 _LAUNCH = f"p{os.getpid()}-{time.time_ns() // 1000 % 10**12:012d}"  # fixed for this process
 
 
@@ -44,22 +52,154 @@ def run_id(root: Any = None) -> str:
 
             from attnlab.train.results import config_hash
 
-            cfg = OmegaConf.to_container(root, resolve=False)
-            for key in ("hydra", "paths"):  # not part of the hash; paths reads hydra:runtime
-                cfg.pop(key, None)
-            resolved = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
-            prefix = config_hash(resolved)[:8]
+            prefix = config_hash(_hashable(root))[:8]
         except Exception as e:  # noqa: BLE001 - naming only; the launch id keeps it unique
             log.debug("run_id: no config hash (%s)", e)
     return f"{prefix}-{launch_id()}"
 
 
+def _hashable(root: Any) -> dict[str, Any]:
+    """The resolved config as the trainer hashes it: without ``hydra`` (and ``paths``, which
+    reads ``hydra:runtime``; never hashed) and ``ckpt_path`` (where to resume, not what)."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(root, resolve=False)
+    for key in NOT_HASHED:
+        cfg.pop(key, None)
+    return OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+
+
+def full_config_hash(root: Any) -> str:
+    """The 16-hex config hash of a run config (OmegaConf node or dict), as the results index
+    and :func:`run_id` compute it (``hydra``, ``paths`` and ``ckpt_path`` left out)."""
+    from omegaconf import OmegaConf
+
+    from attnlab.train.results import config_hash
+
+    if not OmegaConf.is_config(root):
+        root = OmegaConf.create(root)
+    return config_hash(_hashable(root))
+
+
+def run_folder_of(ckpt_path: str | os.PathLike) -> Path:
+    """The run folder ``ckpt_path`` names: the folder itself, or the one above its
+    ``checkpoints/`` (or ``checkpoints/latest|best``).
+
+    Raises:
+      FileNotFoundError: no such folder, or it holds no checkpoints.
+    """
+    p = Path(os.path.expanduser(str(ckpt_path))).absolute()
+    for _ in range(2):
+        if p.name in ("latest", "best", "checkpoints"):
+            p = p.parent
+    if not p.is_dir():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such run folder ({p}).")
+    if _latest_step(p) is None:
+        raise FileNotFoundError(
+            f"ckpt_path={ckpt_path}: {p} holds no checkpoint (expected {p / 'checkpoints' / 'latest'}/<step>); "
+            "give the run folder of a run that trained at least one epoch.")
+    return p
+
+
+def _latest_step(run_dir: Path) -> int | None:
+    """Newest step saved under ``<run_dir>/checkpoints/latest`` (without opening Orbax)."""
+    latest = run_dir / "checkpoints" / "latest"
+    try:
+        steps = [int(p.name) for p in latest.iterdir() if p.is_dir() and p.name.isdigit()]
+    except OSError:
+        return None
+    return max(steps) if steps else None
+
+
+def _held_by_live_run(run_dir: Path) -> bool:
+    try:
+        owner = json.loads((run_dir / LOCK_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return bool(owner)  # another host's run: cannot tell, leave it alone
+    pid = owner.get("pid")
+    return isinstance(pid, int) and _alive(pid, owner.get("started"))
+
+
+def find_unfinished(parent: str | os.PathLike, *, prefix: str, config_hash: str) -> Path | None:
+    """The newest folder ``<parent>/<prefix>*-<config_hash[:8]>-p*`` whose run has the same
+    config hash (its ``.attnlab-run.json``), saved a ``latest`` checkpoint, wrote no
+    ``result.json`` and is not held by a live run; None when there is none."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return None
+    found = []
+    for d in parent.glob(f"{prefix}*-{config_hash[:8]}-p*"):
+        if not d.is_dir() or (d / "result.json").exists():
+            continue
+        try:
+            recorded = json.loads((d / RUN_FILE).read_text()).get("config_hash")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if recorded != config_hash or _latest_step(d) is None or _held_by_live_run(d):
+            continue
+        found.append((d.stat().st_mtime, d.name, d))
+    return max(found)[2] if found else None
+
+
+_DECISIONS: dict[str, tuple[str, str | None]] = {}
+
+
+def resume_decision() -> tuple[str, str | None] | None:
+    """How this process's ``hydra.run.dir`` was chosen: ``("ckpt_path" | "unfinished" |
+    "fresh", folder)``; None when :func:`run_dir` was not used."""
+    return next(iter(_DECISIONS.values()), None)
+
+
+def run_dir(fresh: str, root: Any = None) -> str:
+    """``${attnlab_run_dir:<fresh folder>}``: the folder a single run writes to (see the
+    module docstring). Stable within a process (Hydra may resolve it more than once)."""
+    if fresh in _DECISIONS:
+        return _DECISIONS[fresh][1] or fresh
+    decision: tuple[str, str | None] = ("fresh", None)
+    ckpt_path = root.get("ckpt_path") if root is not None else None
+    if ckpt_path:
+        decision = ("ckpt_path", str(run_folder_of(ckpt_path)))
+    elif root is not None and _resume_on(root):
+        try:
+            h = full_config_hash(root)
+            fresh_path = Path(fresh)
+            seed_part = fresh_path.name.split("-", 1)[0]  # "seed<k>"
+            found = find_unfinished(fresh_path.parent, prefix=f"{seed_part}-", config_hash=h)
+            if found is not None:
+                decision = ("unfinished", str(found))
+        except Exception as e:  # noqa: BLE001 - cannot look: start fresh, as before
+            log.debug("run_dir: no search for unfinished runs (%s)", e)
+    _DECISIONS[fresh] = decision
+    return decision[1] or fresh
+
+
+def _resume_on(root: Any) -> bool:
+    try:
+        return bool(root.trainer.get("resume", True))
+    except Exception:  # noqa: BLE001
+        return True
+
+
+def write_run_file(directory: str | os.PathLike, config_hash: str) -> None:
+    """Record the run's full config hash in its folder (read by :func:`find_unfinished`)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f"{RUN_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"config_hash": config_hash}))
+    os.replace(tmp, d / RUN_FILE)
+
+
 def register_resolvers() -> None:
-    """Register ``${attnlab_run_id:}`` (idempotent)."""
+    """Register ``${attnlab_run_id:}`` and ``${attnlab_run_dir:...}`` (idempotent)."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("attnlab_run_id"):
         OmegaConf.register_new_resolver("attnlab_run_id", lambda _root_: run_id(_root_), use_cache=False)
+    if not OmegaConf.has_resolver("attnlab_run_dir"):
+        OmegaConf.register_new_resolver("attnlab_run_dir", lambda fresh, _root_: run_dir(str(fresh), _root_),
+                                        use_cache=False)
 
 
 def _start_time(pid: int) -> str | None:

@@ -4,6 +4,18 @@
 later with ``wandb sync <dir>``. Set ``logger.mode=online`` (with ``WANDB_API_KEY``)
 to stream. ``logger=none`` tracks nothing. Tests use ``mode=disabled``/``none`` and
 never touch the network.
+
+What a W&B run holds (:func:`define_axes`; ``attnlab.train.loop`` logs it):
+
+* ``train/loss`` and ``train/lr`` every ``logger.log_every_steps`` optimisation steps
+  (loss averaged over those steps), against ``trainer/step``;
+* per epoch, against the integer ``epoch``: ``valid/<metric>`` (the monitor's summary is
+  its best value), ``epoch/train_loss`` (mean over the epoch);
+* per epoch, in the ``perf/`` section (like W&B's system panels, against ``epoch``):
+  ``perf/train_events_per_s`` and ``perf/peak_rss_mb``;
+* counts (``valid/n``, ``valid/planted/n``, ...) in the run summary only, never as curves;
+* at the end: the test metrics as a ``wandb.Table`` and in the summary (``test/<contender>/<metric>``),
+  learning-curve and attention images.
 """
 
 from __future__ import annotations
@@ -37,8 +49,33 @@ class NullTracker:
     def set_summary(self, values: dict[str, Any]) -> None:
         self.summary.update(values)
 
+    def define_metric(self, name: str, **kwargs: Any) -> None:
+        """An x-axis / summary rule (``wandb.define_metric``); nothing for this tracker."""
+
     def finish(self) -> None:
         pass
+
+
+STEP_AXIS = "trainer/step"
+EPOCH_AXIS = "epoch"
+
+
+def is_count(key: str) -> bool:
+    """``n``, ``planted/n``, ``n_repeat``, ...: a count, a summary value rather than a curve."""
+    leaf = key.rsplit("/", 1)[-1]
+    return leaf == "n" or leaf.startswith("n_")
+
+
+def define_axes(tracker, *, monitor: str) -> None:
+    """The run's x-axes: step-level ``train/*`` against ``trainer/step``; ``valid/*``,
+    ``epoch/*`` and ``perf/*`` against the integer ``epoch``; the monitor summarised by its
+    best (max) value."""
+    tracker.define_metric(STEP_AXIS)
+    tracker.define_metric(EPOCH_AXIS)
+    tracker.define_metric("train/*", step_metric=STEP_AXIS)
+    for section in ("valid", "epoch", "perf"):
+        tracker.define_metric(f"{section}/*", step_metric=EPOCH_AXIS)
+    tracker.define_metric(f"valid/{monitor}", step_metric=EPOCH_AXIS, summary="max")
 
 
 class WandbTracker(NullTracker):
@@ -87,6 +124,9 @@ class WandbTracker(NullTracker):
         super().set_summary(values)
         for k, v in values.items():
             self._run.summary[k] = v
+
+    def define_metric(self, name, **kwargs):
+        self._run.define_metric(name, **kwargs)
 
     def finish(self):
         self._run.finish()

@@ -61,8 +61,7 @@ def test_a_two_event_dataset_fails_on_the_split_not_in_batching(tmp_path, no_bas
     with pytest.raises(ValueError, match=r"task=next_item: the split has no training / no validation / no test "
                                          r"examples .*min_baskets 3; the data spans 2020-01-01 10:00:00 \.\. "
                                          r"2020-01-05 10:00:00 \(1 customer\(s\), 2 event\(s\)\)"):
-        train_and_evaluate(tiny_cfg(tmp_path, "data=tabular", "~data.options.n_customers", "~data.options.n_items",
-                                    f"data.options.path={csv}"))
+        train_and_evaluate(tiny_cfg(tmp_path, "data=tabular", f"data.options.path={csv}"))
     assert not (tmp_path / "run" / LOCK_NAME).exists()  # the lock is cleared on an error too
 
 

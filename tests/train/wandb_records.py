@@ -61,12 +61,15 @@ def complete_records(path: str | Path, timeout_s: float = 60.0) -> list[pb.Recor
 
 
 def logged(path: str | Path) -> dict:
-    """``{"run": RunRecord, "config": {key: json}, "history": [{key: json}], "summary": {key: json}}``."""
+    """``{"run": RunRecord, "config": {key: json}, "history": [{key: json}], "summary": {key: json},
+    "metrics": {name or glob: MetricRecord}}`` (``metrics``: the ``define_metric`` rules)."""
     import json
 
-    out = {"run": None, "config": {}, "history": [], "summary": {}}
+    out = {"run": None, "config": {}, "history": [], "summary": {}, "metrics": {}}
     for r in complete_records(path):
         kind = r.WhichOneof("record_type")
+        if kind == "metric":
+            out["metrics"][r.metric.name or r.metric.glob_name] = r.metric
         if kind == "run":
             out["run"] = r.run
             out["config"].update({u.key: json.loads(u.value_json) for u in r.run.config.update})
