@@ -184,8 +184,11 @@ def test_catalogue_bias_learns_and_keeps_log_popularity(tmp_path, store):
 
     from attnlab.train.checkpoint import Checkpoints
 
-    cfg = tiny(tmp_path, "trainer.max_steps=60")
+    from attnlab.data.pipeline import store_from_config
+
+    cfg = tiny(tmp_path, "trainer.max_steps=60", *(f"data.options.{k}={v}" for k, v in TINY_DATA.items()))
     result = train_and_evaluate(cfg)
+    store = store_from_config(cfg.data, cache_dir=tmp_path / "cache", progress=False)  # the run's data
     model = build_model(dict(cfg.model), n_items=store.n_items, seed=0)
     opt = nnx.Optimizer(model, make_optimizer(dict(cfg.trainer)), wrt=nnx.Param)
     Checkpoints(tmp_path / "run" / "checkpoints").restore("best", (model, opt))
