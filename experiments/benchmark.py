@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", action="store_true", help="run each experiment's sweep first (finished runs are skipped)")
     ap.add_argument("--fresh", action="store_true", help="with --run: move earlier results aside and re-run everything")
     ap.add_argument("--override", action="append", default=[], help="extra Hydra override for --run (repeatable)")
-    ap.add_argument("--results-dir", type=Path, default=None, help="results index (default: outputs/results)")
+    ap.add_argument("--results-dir", type=Path, default=None,
+                    help="results index (default: outputs/results); with --run the sweep writes there too")
     ap.add_argument("--out", type=Path, default=None, help="write <name>.md/.tex/.csv here")
     ap.add_argument("--readme", type=Path, default=None, help="replace the table blocks in this Markdown file")
     ap.add_argument("--wandb", action="store_true", help="log each table to W&B as a wandb.Table")
@@ -151,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.run and args.fresh:
             move_aside(results_dir, name)
         if args.run:
-            walls[name] = run_sweep(name, args.override, results_dir.parent / "logs")
+            # the sweep writes where the table reads: --results-dir (and its parent as the
+            # outputs root, for the multirun checkpoints that --fresh moves aside)
+            where = ([] if args.results_dir is None else
+                     [f"paths.root={results_dir.parent}", f"paths.results_dir={results_dir}"])
+            walls[name] = run_sweep(name, [*where, *args.override], results_dir.parent / "logs")
         try:
             runs = load_index(results_dir, name)
         except FileNotFoundError as e:

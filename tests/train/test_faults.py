@@ -198,3 +198,26 @@ def test_a_reused_pid_is_not_mistaken_for_the_owner(tmp_path):
                                                 "started": "1"}))
     with RunLock(folder) as lock:  # taken over, not refused
         assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+
+
+def test_benchmark_run_writes_where_results_dir_reads(tmp_path, monkeypatch):
+    """`benchmark.py X --run --results-dir D`: the sweep is told to index into D (it used
+    to write to outputs/results and then the table read an empty D)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_cli", ROOT / "experiments" / "benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    seen = []
+
+    def fake_run(cmd, **kw):
+        seen.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    results = tmp_path / "elsewhere" / "results"
+    with pytest.raises(SystemExit, match="no results"):   # the fake sweep indexed nothing
+        bench.main(["cj_churn", "--run", "--results-dir", str(results), "--override", "seed=0"])
+    (cmd,) = seen
+    assert f"paths.results_dir={results}" in cmd and f"paths.root={results.parent}" in cmd
+    assert cmd.index(f"paths.results_dir={results}") < cmd.index("seed=0")  # user overrides win
