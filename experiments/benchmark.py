@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results_dir = args.results_dir or default_results_dir()
     names = list(args.experiments)
+    skipped: list[str] = []
     if args.all:
         found, skipped = published_experiments(results_dir)
         names += [n for n in found if n not in names]
@@ -144,6 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             if n not in names:
                 print(f"--all: skipping {results_dir / n}: no configs/experiment/{n}.yaml, so not a "
                       f"published table (name it to tabulate it: benchmark.py {n})", file=sys.stderr)
+    if not names and args.all:
+        found_any = ", ".join(skipped) if skipped else "nothing"
+        raise SystemExit(
+            f"--all: no published table has results in {results_dir} (found: {found_any}). "
+            "A published table is a configs/experiment/<name>.yaml with runs indexed under "
+            f"{results_dir}/<name>: run one with `python experiments/benchmark.py <name> --run`, "
+            "point --results-dir at another index, or tabulate an unpublished folder by naming it.")
     if not names:
         ap.error("name at least one experiment, or --all")
 

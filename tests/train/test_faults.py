@@ -221,3 +221,12 @@ def test_benchmark_run_writes_where_results_dir_reads(tmp_path, monkeypatch):
     (cmd,) = seen
     assert f"paths.results_dir={results}" in cmd and f"paths.root={results.parent}" in cmd
     assert cmd.index(f"paths.results_dir={results}") < cmd.index("seed=0")  # user overrides win
+
+
+def test_benchmark_all_with_only_unpublished_results_says_what_it_found(tmp_path):
+    (tmp_path / "results" / "default").mkdir(parents=True)   # plain train.py runs only
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "benchmark.py"), "--all",
+                           "--results-dir", str(tmp_path / "results")], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "no published table has results" in proc.stderr and "found: default" in proc.stderr
+    assert "--run" in proc.stderr
