@@ -62,18 +62,34 @@ def run_sweep(experiment: str, extra: list[str], log_dir: Path) -> float:
     return wall
 
 
-def move_aside(results_dir: Path, experiment: str) -> None:
+def move_aside(results_dir: Path, experiment: str) -> list[tuple[Path, Path]]:
     """``--fresh``: move the experiment's index entries and multirun directory (with its
     checkpoints, which a relaunch would resume from) to ``<root>/previous/<time>/``;
-    nothing is deleted."""
+    nothing is deleted. Returns the ``(source, destination)`` moves (for
+    :func:`move_back`)."""
     root = results_dir.parent
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    moves = []
     for src in (results_dir / experiment, root / "multirun" / experiment):
         if src.exists():
             dst = root / "previous" / stamp / src.parent.name / experiment
             dst.parent.mkdir(parents=True, exist_ok=True)
             src.rename(dst)
+            moves.append((src, dst))
             print(f"[{experiment}] moved {src} -> {dst}")
+    return moves
+
+
+def move_back(moves: list[tuple[Path, Path]], experiment: str) -> None:
+    """A ``--fresh`` sweep failed: put the earlier results back where they were (what
+    the failed sweep wrote is kept next to them as ``<name>.failed-<time>``)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for src, dst in moves:
+        if src.exists():
+            src.rename(src.with_name(f"{src.name}.failed-{stamp}"))
+        dst.rename(src)
+        print(f"[{experiment}] sweep failed: moved the earlier results back {dst} -> {src}",
+              file=sys.stderr)
 
 
 def load_index(results_dir: Path, experiment: str):
@@ -157,14 +173,17 @@ def main(argv: list[str] | None = None) -> int:
 
     tables, walls = [], {}
     for name in names:
-        if args.run and args.fresh:
-            move_aside(results_dir, name)
+        moves = move_aside(results_dir, name) if args.run and args.fresh else []
         if args.run:
             # the sweep writes where the table reads: --results-dir (and its parent as the
             # outputs root, for the multirun checkpoints that --fresh moves aside)
             where = ([] if args.results_dir is None else
                      [f"paths.root={results_dir.parent}", f"paths.results_dir={results_dir}"])
-            walls[name] = run_sweep(name, [*where, *args.override], results_dir.parent / "logs")
+            try:
+                walls[name] = run_sweep(name, [*where, *args.override], results_dir.parent / "logs")
+            except SystemExit:
+                move_back(moves, name)   # a failed regeneration never leaves the table without its runs
+                raise
         try:
             runs = load_index(results_dir, name)
         except FileNotFoundError as e:

@@ -230,3 +230,28 @@ def test_benchmark_all_with_only_unpublished_results_says_what_it_found(tmp_path
     assert proc.returncode != 0
     assert "no published table has results" in proc.stderr and "found: default" in proc.stderr
     assert "--run" in proc.stderr
+
+
+def test_benchmark_fresh_run_that_fails_puts_the_earlier_results_back(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_cli2", ROOT / "experiments" / "benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = tmp_path / "results"
+    (results / "cj_churn").mkdir(parents=True)
+    (results / "cj_churn" / "abc.json").write_text("{}")
+    (tmp_path / "multirun" / "cj_churn").mkdir(parents=True)
+
+    def failing_sweep(cmd, **kw):
+        (results / "cj_churn").mkdir(parents=True, exist_ok=True)   # a partial new index
+        (results / "cj_churn" / "partial.json").write_text("{}")
+        return subprocess.CompletedProcess(cmd, 1)
+
+    monkeypatch.setattr(bench.subprocess, "run", failing_sweep)
+    with pytest.raises(SystemExit, match="sweep failed"):
+        bench.main(["cj_churn", "--run", "--fresh", "--results-dir", str(results)])
+    assert (results / "cj_churn" / "abc.json").is_file()              # the earlier runs are back
+    assert not (results / "cj_churn" / "partial.json").exists()
+    assert list(results.glob("cj_churn.failed-*/partial.json"))         # the failed sweep's output kept
+    assert (tmp_path / "multirun" / "cj_churn").is_dir()
