@@ -35,9 +35,11 @@ def _tracked_notebooks() -> list[pathlib.Path]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_and_renders_its_plots(path, monkeypatch):
+def test_notebook_runs_and_renders_its_plots(path, monkeypatch, tmp_path):
     for k, v in SMALL_ENV.items():
         monkeypatch.setenv(k, v)  # the kernel inherits this process's environment
+    default_root = tmp_path / "default-outputs"   # where outputs/ would be: nothing may land there
+    monkeypatch.setenv("ATTNLAB_OUTPUTS", str(default_root))
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(ROOT)}})
@@ -47,6 +49,9 @@ def test_notebook_runs_and_renders_its_plots(path, monkeypatch):
     if any(PLOT_CELL.search(c.source) for c in _code_cells(nb)):
         images = [o for o in outputs if "image/png" in o.get("data", {})]
         assert images, f"{path.name} has a plot cell but produced no image output"
+    # a notebook indexes its runs under its own temporary root, never the default outputs/
+    written = [p for p in default_root.rglob("*") if p.is_file()] if default_root.exists() else []
+    assert not written, f"{path.name} wrote into the default outputs root: {written[:3]}"
 
 
 @pytest.mark.parametrize("path", _tracked_notebooks(), ids=lambda p: p.name)
