@@ -75,3 +75,30 @@ def test_subsample_is_in_the_fingerprint_and_the_config_hash(tmp_path):
 def test_bad_max_customers_is_a_data_error(bad):
     with pytest.raises(DataError, match="max_customers must be a positive integer"):
         fingerprint("synthetic", {"max_customers": bad})
+
+
+def test_every_tabular_option_is_settable_without_plus(tmp_path):
+    """configs/data/tabular.yaml lists every option of the loader and every mapping key,
+    so the documented command line (`data.options.columns.basket_id=Invoice`, `sep=';'`)
+    works as written, without Hydra's `+`."""
+    import inspect
+
+    from attnlab.data.sources import tabular
+
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        yaml_opts = compose(config_name="config", overrides=["data=tabular"]).data.options
+    params = set(inspect.signature(tabular.load).parameters)
+    assert set(yaml_opts) == params
+    assert set(yaml_opts.columns) == set(tabular._KEYS)
+    csv = tmp_path / "shop.csv"
+    csv.write_text("Customer;Product;When;Invoice;Qty\n"
+                   + "".join(f"c{c};p{(c + k) % 7};2021-0{1 + k // 3}-1{k % 3} 10:00:00;{c}-{k // 2};{1 + k % 2}\n"
+                             for c in range(30) for k in range(9)))
+    cfg = _cfg("data=tabular", f"data.options.path={csv}", "data.options.sep=';'",
+               "data.options.columns.customer_id=Customer", "data.options.columns.item_id=Product",
+               "data.options.columns.timestamp=When", "data.options.columns.basket_id=Invoice",
+               "data.options.columns.quantity=Qty", "data.options.timestamp_format='%Y-%m-%d %H:%M:%S'")
+    store = _store(cfg, tmp_path)
+    assert store.n_events == 30 * 9 and store.n_customers == 30
+    assert len(np.unique(np.asarray(store.basket))) == 30 * 5          # the Invoice column, not (customer, time)
+    assert sorted(np.unique(np.asarray(store.quantity))) == [1.0, 2.0]  # the Qty column, not the default 1

@@ -219,6 +219,9 @@ def load(
       DataError: unreadable file, unknown mapping keys or columns, bad values.
     """
     p = Path(path)
+    columns = {k: v for k, v in dict(columns).items() if v is not None}  # null = not mapped (configs/data/tabular.yaml)
+    sep = "," if sep is None else sep
+    timestamp_origin = "unix" if timestamp_origin is None else timestamp_origin
     for name, value, choices in (("on_missing_ids", on_missing_ids, ("error", "drop")),
                                  ("duplicates", duplicates, ("drop", "keep")),
                                  ("negative_quantity", negative_quantity,
