@@ -93,21 +93,12 @@ def move_back(moves: list[tuple[Path, Path]], experiment: str) -> None:
 
 
 def load_index(results_dir: Path, experiment: str):
-    """The experiment's indexed runs (``attnlab.report.tables.Run``), skipping unreadable
-    files with a warning on stderr that names each one: a truncated JSON (a crash, a full
-    disk) costs its own row, never the table."""
-    from attnlab.report.tables import Run
-    from attnlab.train.results import read_index
+    """The experiment's indexed runs (:func:`attnlab.report.tables.load_runs`), each
+    skipped unreadable file named in a warning on stderr."""
+    from attnlab.report.tables import load_runs
 
-    folder = results_dir / experiment
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"no results for experiment {experiment!r} under {folder}; run its sweep first: "
-            f"python experiments/train.py -m experiment={experiment}")
-    good, _ = read_index(folder, warn=lambda msg: print(f"[{experiment}] warning: {msg}", file=sys.stderr))
-    if not good:
-        raise FileNotFoundError(f"{folder} holds no readable results yet")
-    return [Run(path, data) for path, data in good]
+    return load_runs(results_dir, experiment,
+                     warn=lambda msg: print(f"[{experiment}] warning: {msg}", file=sys.stderr))
 
 
 def replace_block(text: str, name: str, content: str) -> str:

@@ -108,25 +108,24 @@ class Table:
         return max(means) if higher else min(means)
 
 
-def load_runs(results_dir: str | Path, experiment: str) -> list[Run]:
-    """Every indexed run of ``experiment`` (one file per config hash: a re-run replaces it)."""
+def load_runs(results_dir: str | Path, experiment: str, *, warn=None) -> list[Run]:
+    """Every indexed run of ``experiment`` (one file per config hash: a re-run replaces it).
+
+    Unreadable files (truncated JSON, no ``config``) are skipped and ``warn(message)``
+    names each one (:func:`attnlab.train.results.read_index`): a bad file costs its own
+    row, never the table.
+    """
+    from attnlab.train.results import read_index
+
     folder = Path(results_dir) / experiment
     if not folder.is_dir():
         raise FileNotFoundError(
             f"no results for experiment {experiment!r} under {folder}; run its sweep first: "
             f"python experiments/train.py -m experiment={experiment}")
-    runs = []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON ({e}); delete it and re-run that job") from e
-        if "config" not in data or not data.get("config"):
-            raise ValueError(f"{path} has no 'config' (written by an older attnlab); delete it and re-run")
-        runs.append(Run(path, data))
-    if not runs:
-        raise FileNotFoundError(f"{folder} holds no results yet")
-    return runs
+    good, _ = read_index(folder, warn=warn)
+    if not good:
+        raise FileNotFoundError(f"{folder} holds no readable results yet")
+    return [Run(path, data) for path, data in good]
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

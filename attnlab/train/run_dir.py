@@ -48,11 +48,7 @@ def run_id(root: Any = None) -> str:
     prefix = "nohash"
     if root is not None:
         try:
-            from omegaconf import OmegaConf
-
-            from attnlab.train.results import config_hash
-
-            prefix = config_hash(_hashable(root))[:8]
+            prefix = full_config_hash(root)[:8]
         except Exception as e:  # noqa: BLE001 - naming only; the launch id keeps it unique
             log.debug("run_id: no config hash (%s)", e)
     return f"{prefix}-{launch_id()}"
