@@ -204,6 +204,52 @@ def test_undecodable_file_names_the_encoding_option(tmp_path):
     assert len(_load(p, encoding="latin-1").events) == 2
 
 
+def test_utf8_file_read_with_a_single_byte_encoding_is_refused_not_mojibake(tmp_path):
+    p = tmp_path / "u8.csv"
+    p.write_text("cust,prod,when\ncafé,1,2021-01-01\nthé,2,2021-01-02\n", encoding="utf-8")
+    for enc in ("latin-1", "cp1252", "iso-8859-15"):
+        with pytest.raises(DataError, match=r"u8\.csv: encoding='.*' was given, but the file is "
+                                            r"valid UTF-8.*line 2: 'café,1,2021-01-01'.*"
+                                            r"cafÃ©.*Pass encoding='utf-8'"):
+            _load(p, encoding=enc)
+    assert _load(p).customer_features["customer_key"].tolist() == ["café", "thé"]
+    assert len(_load(p, encoding="utf-8").events) == 2
+    ascii_only = _csv(tmp_path, "plain.csv", ["a,1,2021-01-01", "a,2,2021-01-02"])
+    assert len(_load(ascii_only, encoding="latin-1").events) == 2  # nothing to garble
+
+
+def test_item_id_minus_one_is_no_item_in_number_and_text_columns_and_counted(tmp_path):
+    rows = ["1,-1,2021-01-01", "1,7,2021-01-02", "2,7,2021-01-03", "2, -1 ,2021-01-04"]
+    data = _load(_csv(tmp_path, "num.csv", rows))
+    assert data.repairs.count("no_item") == 2
+    assert sorted(data.events["item_id"].tolist()) == [-1, -1, 7, 7]
+    text = _load(_csv(tmp_path, "txt.csv", [r.replace(",7,", ",A7,") for r in rows]))
+    assert text.repairs.count("no_item") == 2
+    assert sorted(text.events["item_id"].tolist()) == [-1, -1, 0, 0]  # '-1' is not a product
+    assert text.item_features.loc[0, "item_key"] == "A7"
+    store = load_sequences("tabular", {"path": str(tmp_path / "txt.csv"), "columns": COLS},
+                           cache_dir=None, progress=False)
+    assert store.n_items == 1  # NO_ITEM never enters the vocabulary
+
+
+def test_optional_columns_named_like_their_key_are_mapped_and_counted(tmp_path):
+    p = _csv(tmp_path, "named.csv", [f"{c},{k},2021-01-0{1 + k} 10:00:00,b{c}{k // 2},{1 + k % 2},2.5"
+                                     for c in range(3) for k in range(4)],
+             header="cust,prod,when,basket_id,quantity,value")
+    data = _load(p)
+    assert data.repairs.count("mapped_by_name") == 3
+    ev = data.events
+    assert ev.groupby("customer_id")["basket_id"].nunique().tolist() == [2, 2, 2]  # the file's baskets
+    assert sorted(ev["quantity"].unique()) == [1.0, 2.0] and (ev["value"] == 2.5).all()
+    off = _load(p, columns={**COLS, "basket_id": False, "quantity": False})
+    assert off.repairs.count("mapped_by_name") == 1  # value only
+    assert off.events.groupby("customer_id")["basket_id"].nunique().tolist() == [4, 4, 4]
+    assert (off.events["quantity"] == 1).all()
+    price = _csv(tmp_path, "price.csv", ["1,1,2021-01-01,2,3", "1,2,2021-01-02,1,4"],
+                 header="cust,prod,when,quantity,unit_price")
+    assert _load(price).events["value"].tolist() == [6.0, 4.0]  # quantity x unit_price
+
+
 def test_parquet_named_csv_and_directory_named_csv(tmp_path):
     p = tmp_path / "really_parquet.csv"
     pd.DataFrame({"cust": [1, 2], "prod": [1, 2], "when": ["2021-01-01"] * 2}).to_parquet(p)

@@ -11,7 +11,11 @@ company export) becomes canonical events::
 
 Mapping keys: ``customer_id``, ``item_id``, ``timestamp`` (required); ``basket_id``
 (default: one basket per (customer, timestamp)), ``quantity`` (default 1), ``value``
-or ``unit_price`` (value = quantity x unit_price; default 0), ``event_type``.
+or ``unit_price`` (value = quantity x unit_price; default 0), ``event_type``. An
+optional key left unmapped (None) takes the file's column of the same name when there
+is one (``basket_id``, ``quantity``, ``value``, ``unit_price``; counted as
+``mapped_by_name``); ``False`` leaves it unmapped. Item id ``-1`` (text or number) is
+``NO_ITEM``, an event without an item (counted as ``no_item``).
 
 Repair rules (counted):
   0. surrounding whitespace is stripped from every id, text or numeric alike
@@ -30,7 +34,8 @@ Repair rules (counted):
   5. zero-quantity rows are kept (counted);
   6. item features with several values for one item keep the first (counted).
 Errors name the file, the column, the first offending file lines and a fix: also for
-UTF-16/undecodable text (``encoding=``), a parquet file named .csv (``format=``), a
+UTF-16/undecodable text (``encoding=``), a UTF-8 file read with a single-byte
+``encoding`` such as latin-1 (it would turn 'café' into mojibake), a parquet file named .csv (``format=``), a
 directory, a ``;``-separated file (``sep=``), ambiguous or mixed date formats
 (``timestamp_format=``), out-of-range times and epochs in the wrong unit
 (``timestamp_unit=``), and files that leave fewer than 2 events. See docs/data.md.
@@ -38,6 +43,7 @@ directory, a ``;``-separated file (``sep=``), ambiguous or mixed date formats
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +54,7 @@ from attnlab.data.events import (
     TIME_MAX, TIME_MIN, DataError, EventData, RepairReport, drop_exact_duplicates,
     exact_int_ids, validate_events,
 )
-from attnlab.data.schema import EventType
+from attnlab.data.schema import NO_ITEM, EventType
 from attnlab.data.sources import Source, register_source
 
 NAME = "tabular"
@@ -74,6 +80,7 @@ def _sniff_encoding(p: Path, head: bytes, encoding: str | None) -> str:
         raise DataError(f"[{NAME}] {p}: this is a Parquet file (it starts with 'PAR1'), not "
                         "text. Pass format='parquet' (or rename it to .parquet).")
     if encoding is not None:
+        _refuse_utf8_as_single_byte(p, encoding)
         return encoding
     for bom, enc in _BOMS:
         if head.startswith(bom):
@@ -83,6 +90,31 @@ def _sniff_encoding(p: Path, head: bytes, encoding: str | None) -> str:
                         "byte-order mark, or not text at all. Pass encoding='utf-16-le' (or "
                         "the file's encoding), or format='parquet'.")
     return "utf-8"
+
+
+def _refuse_utf8_as_single_byte(p: Path, encoding: str) -> None:
+    """Refuses a single-byte ``encoding`` (latin-1, cp1252, ISO-8859-x) for a file that
+    is valid UTF-8 with multi-byte characters: every such byte sequence would silently
+    become mojibake ('café' -> 'cafÃ©'), splitting ids and feature values."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        return  # the reader names the unknown codec
+    if not name.startswith(("iso8859", "latin", "cp125", "cp437", "cp850", "mac-")):
+        return
+    data = p.read_bytes()
+    if data.isascii():
+        return
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return  # not UTF-8: a single-byte encoding is plausible
+    line, word = next((n, w) for n, row in enumerate(text.splitlines(), 1)
+                      for w in row.split() if not w.isascii())
+    raise DataError(f"[{NAME}] {p}: encoding={encoding!r} was given, but the file is valid "
+                    f"UTF-8 with multi-byte characters (line {line}: {word!r}); read as "
+                    f"{encoding!r} it would become {word.encode().decode(encoding, 'replace')!r}. "
+                    "Pass encoding='utf-8' (or leave encoding unset).")
 
 
 def _sep_hint(p: Path, header: list[str], sep: str, wanted: list[str]) -> str:
@@ -219,7 +251,10 @@ def load(
       DataError: unreadable file, unknown mapping keys or columns, bad values.
     """
     p = Path(path)
-    columns = {k: v for k, v in dict(columns).items() if v is not None}  # null = not mapped (configs/data/tabular.yaml)
+    columns = dict(columns)
+    unmapped = {k for k, v in columns.items() if v is False}  # false: never map this key
+    # null: the column named like the key when the file has one, else the default
+    columns = {k: v for k, v in columns.items() if v is not None and v is not False}
     sep = "," if sep is None else sep
     timestamp_origin = "unix" if timestamp_origin is None else timestamp_origin
     for name, value, choices in (("on_missing_ids", on_missing_ids, ("error", "drop")),
@@ -243,6 +278,11 @@ def load(
     raw, label = _read(p, fmt, list(columns.values()) + feats_i + feats_c, sep, encoding)
     rep = RepairReport()
     rep.add("raw_rows", len(raw), f"read {{count:,}} rows from {p.name}")
+    auto = _map_by_name(columns, unmapped, set(raw.columns))
+    columns.update({k: k for k in auto})
+    rep.add("mapped_by_name", len(auto),
+            f"{{count:,}} optional column(s) mapped by their name: {auto} (set "
+            "data.options.columns.<key>=false to leave one unmapped)")
     df = pd.DataFrame({k: raw[c] for k, c in columns.items()}, index=raw.index)
     for c in feats_i + feats_c:
         df["__f_" + c] = raw[c]
@@ -286,6 +326,8 @@ def load(
                             f"{label} {df.index[0]} ({df[col].iloc[0]!r}). Store the ids as "
                             "int64 or text in the file.") from None
         if ints is None:
+            if col == "item_id":  # '-1' is NO_ITEM in text columns too (get_indexer: -1)
+                uniq = uniq.drop(str(NO_ITEM), errors="ignore")
             keys[col] = uniq
             df[col] = uniq.get_indexer(df[col].astype(str).to_numpy()).astype(np.int64)
             example = next((k for k in uniq if not k.lstrip("-").isdigit()), uniq[-1])
@@ -296,6 +338,9 @@ def load(
         else:
             df[col] = ints
 
+    rep.add("no_item", int((df["item_id"] == NO_ITEM).sum()),
+            f"{{count:,}} rows have item id {NO_ITEM} (NO_ITEM): kept as events without an "
+            "item (visits, contacts), never scored as products")
     if timestamp_unit is not None:
         num = pd.to_numeric(df["timestamp"], errors="coerce")
         bad = num.isna().to_numpy() & df["timestamp"].notna().to_numpy()
@@ -347,12 +392,31 @@ def load(
                      repairs=rep, source=NAME, meta={"path": str(p), "format": fmt})
 
 
+_BY_NAME = ("basket_id", "quantity", "value", "unit_price")
+
+
+def _map_by_name(columns: dict[str, str], unmapped: set[str], present: set[str]) -> list[str]:
+    """Optional keys (basket_id, quantity, value, unit_price) that are not mapped but
+    name a column of the file: they are mapped to it (``false`` in the mapping opts
+    out). ``unit_price`` only when no value is mapped, and never a column already
+    mapped to another key."""
+    taken = set(columns.values())
+    auto = []
+    for k in _BY_NAME:
+        if k in columns or k in unmapped or k not in present or k in taken:
+            continue
+        if k in ("value", "unit_price") and ({"value", "unit_price"} & (set(columns) | set(auto))):
+            continue
+        auto.append(k)
+    return auto
+
+
 def _features(events: pd.DataFrame, key: str, feats: list[str], uniq: pd.Index | None,
               key_name: str, rep: RepairReport) -> pd.DataFrame:
     ids = np.unique(events[key].to_numpy())
     out: dict[str, Any] = {}
     if uniq is not None:
-        out[key_name] = uniq.to_numpy()[ids]
+        out[key_name] = np.where(ids >= 0, uniq.to_numpy()[np.maximum(ids, 0)], str(NO_ITEM))
     for c in feats:
         g = events.groupby(key, sort=True)["__f_" + c]
         conflicts = int((g.nunique() > 1).sum())
@@ -362,7 +426,7 @@ def _features(events: pd.DataFrame, key: str, feats: list[str], uniq: pd.Index |
     return pd.DataFrame(out, index=pd.Index(ids, name=key))
 
 
-SOURCE = register_source(Source(name=NAME, load=load, files=files, version="2"))
+SOURCE = register_source(Source(name=NAME, load=load, files=files, version="3"))
 
 
 def _raise_if_bad(df, bad, column, columns, label, path, problem, fix) -> None:
