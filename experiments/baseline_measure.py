@@ -43,28 +43,17 @@ def experiment_config(experiment: str, *overrides: str) -> dict[str, Any]:
 def measure(experiment: str, names: list[str], *, seed: int = 0, tune: bool = False,
             cache_dir: str | None = None) -> list[dict[str, Any]]:
     """Rows ``{"baseline", "fit_s", "valid/<metric>", "test/<metric>"}``."""
-    from attnlab.baselines.registry import churn_baselines, ranking_baselines
     from attnlab.data.pipeline import load_sequences
-    from attnlab.data.splits import to_duration_seconds
     from attnlab.train.tasks import make_task
 
     cfg = experiment_config(experiment)
     data, default_cache = cfg.pop("_data"), cfg.pop("_cache_dir")
     store = load_sequences(data["name"], dict(data.get("options") or {}),
                            cache_dir=cache_dir or default_cache, progress=False)
-    task = make_task(cfg)
-    split = task.split(store, seed=seed)
-    fitted: dict[str, Any] = {}
-    fit_s: dict[str, float] = {}
-    for name in names:  # one at a time, so each fit time is measured alone
-        if task.name == "churn":
-            horizon = to_duration_seconds(cfg.get("horizon", "8W")) / 86400.0
-            fitted.update(churn_baselines([name], store, split, horizon_days=horizon, fit_seconds=fit_s))
-        else:
-            fitted.update(ranking_baselines([name], store, split, fit_seconds=fit_s))
-    rows = []
-    for name, fn in fitted.items():
-        rows.append(_row(task, name, fn, store, split, fit_s[name]))
+    split = make_task(cfg).split(store, seed=seed)
+    task = make_task({**cfg, "baselines": list(names)})
+    rows = [_row(task, name, fitted.predict, store, split, fitted.fit_s)  # each fit timed on its own
+            for name, fitted in task.baselines(store, split).items()]
     if tune and task.name != "churn":
         from attnlab.baselines.nbr import TIFUKNN, UPCF
         from attnlab.baselines.tuning import tune_tifu_knn, tune_upcf

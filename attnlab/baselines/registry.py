@@ -5,13 +5,13 @@ score the catalogue from each example's visible history; churn baselines are fit
 the labelled ``split.train`` examples. Churn baselines listed in :data:`SELECT_ON_VALID`
 also receive ``split.valid`` to choose their hyperparameters (never ``split.test``).
 
-Both builders take an optional ``fit_seconds`` dict that they fill with each
-baseline's fit wall time (``time.perf_counter``, construction + ``fit``; the module
-import is excluded), so callers can report it without a second return value.
+Both builders return ``{name: FittedBaseline}``: the fitted predictor and its fit wall
+time (``time.perf_counter``, construction + ``fit``; the module import is excluded).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Callable
 
@@ -53,37 +53,34 @@ def _cls(table: dict, name: str, kind: str):
     return getattr(importlib.import_module(module), attr)
 
 
-def _fit(cls, kwargs: dict[str, Any], data, store: SequenceStore, name: str,
-         fit_seconds: dict[str, float] | None, fit_kwargs: dict[str, Any] | None = None):
+@dataclasses.dataclass(frozen=True)
+class FittedBaseline:
+    """A fitted baseline: ``predict`` is a ranking ``score_fn(store, examples)`` or a churn
+    ``prob_fn(store, examples)``; ``fit_s`` its fit wall time in seconds."""
+
+    predict: Callable
+    fit_s: float
+
+
+def _fit(cls, kwargs: dict[str, Any], data, store: SequenceStore, method: str,
+         fit_kwargs: dict[str, Any] | None = None) -> FittedBaseline:
     t0 = time.perf_counter()
     fitted = cls(**kwargs).fit(store, data, **(fit_kwargs or {}))
-    if fit_seconds is not None:
-        fit_seconds[name] = time.perf_counter() - t0
-    return fitted
+    return FittedBaseline(predict=getattr(fitted, method), fit_s=time.perf_counter() - t0)
 
 
-def ranking_baselines(names, store: SequenceStore, split: Split, *,
-                      fit_seconds: dict[str, float] | None = None) -> dict[str, Callable]:
-    """``{name: score_fn}`` of fitted ranking baselines.
-
-    ``fit_seconds``: optional dict, filled with ``name -> fit seconds``.
-    """
-    out = {}
-    for n in names:
-        out[n] = _fit(_cls(RANKING, n, "ranking"), {}, split.train_end, store, n, fit_seconds).score
-    return out
+def ranking_baselines(names, store: SequenceStore, split: Split) -> dict[str, FittedBaseline]:
+    """``{name: FittedBaseline}`` of ranking baselines fitted on the ``train_end`` prefixes."""
+    return {n: _fit(_cls(RANKING, n, "ranking"), {}, split.train_end, store, "score") for n in names}
 
 
-def churn_baselines(names, store: SequenceStore, split: Split, *, horizon_days: float,
-                    fit_seconds: dict[str, float] | None = None) -> dict[str, Callable]:
-    """``{name: prob_fn}`` of fitted churn baselines.
-
-    ``fit_seconds``: optional dict, filled with ``name -> fit seconds``.
-    """
+def churn_baselines(names, store: SequenceStore, split: Split, *,
+                    horizon_days: float) -> dict[str, FittedBaseline]:
+    """``{name: FittedBaseline}`` of churn baselines fitted on ``split.train``."""
     out = {}
     for n in names:
         cls = _cls(CHURN, n, "churn")
         kwargs: dict[str, Any] = {"horizon_days": horizon_days} if n in HORIZON else {}
         fit_kwargs = {"valid": split.valid} if n in SELECT_ON_VALID else None
-        out[n] = _fit(cls, kwargs, split.train, store, n, fit_seconds, fit_kwargs).prob
+        out[n] = _fit(cls, kwargs, split.train, store, "prob", fit_kwargs)
     return out

@@ -18,6 +18,7 @@ that no YAML default is a key nothing reads. The trainer group is typed separate
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 from typing import Any, Mapping
@@ -45,14 +46,17 @@ def yaml_keys(group: str, name: str) -> dict[str, frozenset[str]]:
 def allowed_keys(group: str, name: str) -> dict[str, frozenset[str]]:
     """``{"": allowed top-level keys, "<section>": allowed keys of that mapping}``."""
     from attnlab.models.registry import FAMILY_OPTIONS, MODEL_KEYS
-    from attnlab.train.tasks import TASKS
+    from attnlab.train.task_config import TASK_CONFIGS, SampledSoftmaxConfig
 
     if group == "model":
         section, options = FAMILY_OPTIONS[name]
         code = {"": MODEL_KEYS | {section}, section: options}
     elif group == "task":
-        cls = TASKS[name]
-        code = {"": cls.KEYS, **getattr(cls, "SUBKEYS", {})}
+        cls = TASK_CONFIGS[name]
+        code = {"": frozenset(f.name for f in dataclasses.fields(cls)),
+                "sampled_softmax": frozenset(f.name for f in dataclasses.fields(SampledSoftmaxConfig))}
+        if "sampled_softmax" not in code[""]:
+            del code["sampled_softmax"]
     else:
         raise ValueError(f"no key check for config group {group!r}")
     from_yaml = yaml_keys(group, name)
@@ -79,10 +83,10 @@ def check_group_keys(group: str, cfg: Mapping[str, Any]) -> None:
             raise KeyError(f"unknown model family {name!r}; registered: {sorted(FAMILIES)}. "
                            "Pick one with model=<name>.")
     else:
-        from attnlab.train.tasks import TASKS
+        from attnlab.train.task_config import TASK_CONFIGS
 
-        if name not in TASKS:
-            raise KeyError(f"unknown task {name!r}; available: {sorted(TASKS)}. Pick one with task=<name>.")
+        if name not in TASK_CONFIGS:
+            raise KeyError(f"unknown task {name!r}; available: {sorted(TASK_CONFIGS)}. Pick one with task=<name>.")
     allowed = allowed_keys(group, name)
     top = allowed[""]
     bad = sorted(set(cfg) - top)

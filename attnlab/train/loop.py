@@ -228,12 +228,10 @@ def _run(c: dict[str, Any], tr: TrainerConfig, task, *, seed: int, progress: boo
     # -- baselines on the same split ------------------------------------------------
     metrics: dict[str, dict[str, float]] = {}
     per_example: dict[str, dict[str, np.ndarray]] = {}
-    fitted = task.baselines(store, split)
-    fit_s = getattr(task, "baseline_fit_s", {})
-    for name, fn in fitted.items():
+    for name, fitted in task.baselines(store, split).items():
         t0 = time.perf_counter()
-        ev = task.evaluate(fn, store, split.test, progress=progress)
-        metrics[name] = {**ev.metrics, "fit_s": float(fit_s.get(name, float("nan"))),
+        ev = task.evaluate(fitted.predict, store, split.test, progress=progress)
+        metrics[name] = {**ev.metrics, "fit_s": fitted.fit_s,
                          "wall_s": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()}
         per_example[name] = ev.per_example
 

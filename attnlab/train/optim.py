@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import numbers
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import optax
 
+from attnlab.typed_config import ConfigError, TypedConfig
+
 
 @dataclasses.dataclass(frozen=True)
-class TrainerConfig:
+class TrainerConfig(TypedConfig):
     """The ``trainer`` config group, typed: every default is written here once (the YAML
     in ``configs/trainer/default.yaml`` states the same values for readers) and an
     unknown key or an out-of-range value fails before any work.
@@ -50,57 +51,29 @@ class TrainerConfig:
     skip_completed: bool | None = None
     limit_train_batches: int | None = None  # debug: cap batches per pass
 
-    CHOICES = {"decay": ("kernels", "all"), "schedule": ("cosine", "linear", "constant"),
-               "init_bias": ("log_popularity", "zeros")}
+    GROUP: ClassVar[str] = "trainer"
+    CHOICES: ClassVar[dict] = {"decay": ("kernels", "all"), "schedule": ("cosine", "linear", "constant"),
+                               "init_bias": ("log_popularity", "zeros")}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "TrainerConfig":
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown trainer key(s) {unknown}; known keys: {sorted(known)} "
-                             "(configs/trainer/default.yaml documents each).")
-        cfg = cls(**d)
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        def bad(key, value, rule):
-            raise ValueError(f"trainer.{key}={value!r} is out of range: {rule}.")
-
-        for f in dataclasses.fields(self):  # types first: a string where a number goes is a clear error too
-            value, kind = getattr(self, f.name), str(f.type)
-            optional = "None" in kind
-            if value is None and optional:
-                continue
-            if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-                bad(f.name, value, "must be an integer" + (" or null" if optional else ""))
-            if kind.startswith("float") and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-                bad(f.name, value, "must be a number")
-            if kind.startswith("bool") and not isinstance(value, bool):
-                bad(f.name, value, "must be true or false" + (" or null" if optional else ""))
-        for key, allowed in self.CHOICES.items():
-            if getattr(self, key) not in allowed:
-                bad(key, getattr(self, key), f"one of {list(allowed)}")
+    def check(self) -> None:
         if not self.lr > 0:
-            bad("lr", self.lr, "must be > 0")
+            raise self.bad("lr", self.lr, "must be > 0")
         if not self.weight_decay >= 0:
-            bad("weight_decay", self.weight_decay, "must be >= 0")
+            raise self.bad("weight_decay", self.weight_decay, "must be >= 0")
         if not 0.0 <= self.warmup < 1.0:
-            bad("warmup", self.warmup, "a fraction of the step budget in [0, 1)")
+            raise self.bad("warmup", self.warmup, "a fraction of the step budget in [0, 1)")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
-            bad("min_lr_ratio", self.min_lr_ratio, "in [0, 1]")
+            raise self.bad("min_lr_ratio", self.min_lr_ratio, "in [0, 1]")
         for key in ("batch_size", "eval_batch_size", "patience"):
-            if int(getattr(self, key)) < 1:
-                bad(key, getattr(self, key), "must be >= 1")
+            if getattr(self, key) < 1:
+                raise self.bad(key, getattr(self, key), "must be >= 1")
         for key in ("max_steps", "max_epochs", "limit_train_batches"):
             v = getattr(self, key)
-            if v is not None and int(v) < 1:
-                bad(key, v, "must be >= 1 or null")
+            if v is not None and v < 1:
+                raise self.bad(key, v, "must be >= 1 or null")
         if self.max_steps is None and self.max_epochs is None:
-            raise ValueError("trainer.max_steps and trainer.max_epochs are both null: set a step "
-                             "budget (trainer.max_steps=N) or a number of passes (trainer.max_epochs=N).")
+            raise ConfigError("trainer.max_steps and trainer.max_epochs are both null: set a step "
+                              "budget (trainer.max_steps=N) or a number of passes (trainer.max_epochs=N).")
 
 
 def decay_mask(params: Any, *, decay: str = "kernels") -> Any:

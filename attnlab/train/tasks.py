@@ -8,6 +8,7 @@ prefixes or ``split.train`` examples.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable, Iterator
 
 import jax
@@ -16,12 +17,16 @@ import numpy as np
 import optax
 from flax import nnx
 
-from attnlab.baselines.registry import CHURN, RANKING, churn_baselines, ranking_baselines
+from attnlab.baselines.registry import CHURN, RANKING, FittedBaseline, churn_baselines, ranking_baselines
 from attnlab.data import splits as protocols
 from attnlab.data.batching import make_batch, next_basket_targets, window_ends
 from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples, Split
 from attnlab.eval import evaluate as evaluation
+from attnlab.train.task_config import (
+    PROPOSALS, ChurnConfig, NextBasketConfig, NextItemConfig, RankingTaskConfig,
+)
+from attnlab.typed_config import TypedConfig
 
 ScoreFn = Callable[[SequenceStore, Examples], np.ndarray]
 
@@ -106,35 +111,21 @@ def pick_per_group(offsets: np.ndarray, per: int, rng: np.random.Generator) -> n
     return order[rank < per]
 
 
-def _int_option(cfg: dict[str, Any], key: str, default: int, *, low: int, what: str) -> int:
-    """``task.<key>`` as an int ``>= low``, else a ``ValueError`` naming the key and the range."""
-    value = cfg.get(key, default)
-    value = default if value is None else value
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"task.{key}={value!r} is out of range: must be an integer >= {low} ({what}).")
-    return int(value)
+def _typed(cls: type[TypedConfig], cfg: TypedConfig | Mapping[str, Any]) -> Any:
+    """``cfg`` as the task's typed config (a mapping is checked: unknown keys and bad values fail)."""
+    if isinstance(cfg, cls):
+        return cfg
+    if isinstance(cfg, TypedConfig):
+        raise TypeError(f"{cls.__name__} expected, got {type(cfg).__name__}")
+    return cls.from_dict(cfg)
 
 
-def _check_baselines(cfg: dict[str, Any], table: dict, kind: str) -> None:
+def _check_baselines(names: tuple[str, ...], table: dict, kind: str) -> None:
     """Unknown baseline names fail when the task is made (before any data is loaded)."""
-    names = cfg.get("baselines") or ()
-    if isinstance(names, str):
-        raise ValueError(f"task.baselines={names!r} must be a list, e.g. task.baselines=[{names}].")
     for n in names:
         if n not in table:
             raise KeyError(f"unknown {kind} baseline {n!r}; available: {sorted(table)}. "
                            f"Set task.baselines to a list of these.")
-
-
-def _check_time(cfg: dict[str, Any], key: str, *, duration: bool = False) -> int | None:
-    """Parse ``task.<key>`` (a cut-off date or a duration) now, naming the key if it fails."""
-    value = cfg.get(key)
-    if value is None:
-        return None
-    try:
-        return protocols.to_duration_seconds(value) if duration else protocols.to_seconds(value)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"task.{key}={value!r}: {e}") from None
 
 
 def data_span(store: SequenceStore) -> str:
@@ -165,9 +156,6 @@ def check_split(task, store: SequenceStore, split: Split) -> None:
     raise ValueError(
         f"task={task.name}: the split has no {' / no '.join(empty)} examples ({where}; the data spans "
         f"{data_span(store)}). {task.split_hint} Nothing was trained or filed. Split report: {report}")
-
-
-PROPOSALS = ("uniform", "log_uniform", "popularity")
 
 
 class NegativeSampler:
@@ -221,26 +209,6 @@ class NegativeSampler:
         return items.astype(np.int32), (np.log(n) + self.log_q[items]).astype(np.float32)
 
 
-def sampled_softmax_options(cfg: dict[str, Any]) -> tuple[int, str, float]:
-    """``(negatives, proposal, alpha)`` from ``task.sampled_softmax`` (0 = full softmax)."""
-    opts = dict(cfg.get("sampled_softmax") or {})
-    unknown = set(opts) - {"negatives", "proposal", "alpha"}
-    if unknown:
-        raise ValueError(f"unknown task.sampled_softmax option(s) {sorted(unknown)}; "
-                         "known: negatives, proposal, alpha.")
-    negatives = opts.get("negatives") or 0
-    if isinstance(negatives, bool) or not isinstance(negatives, (int, np.integer)) or negatives < 0:
-        raise ValueError(f"task.sampled_softmax.negatives must be an integer >= 0 (0 = full softmax), "
-                         f"got {negatives!r}.")
-    proposal = str(opts.get("proposal") or "popularity")
-    if proposal not in PROPOSALS:
-        raise ValueError(f"task.sampled_softmax.proposal={proposal!r} is not one of {list(PROPOSALS)}.")
-    alpha = 0.75 if opts.get("alpha") is None else float(opts["alpha"])
-    if not alpha >= 0.0:
-        raise ValueError(f"task.sampled_softmax.alpha must be >= 0, got {alpha!r}.")
-    return int(negatives), proposal, alpha
-
-
 class NextItemTask:
     """Next item after the history (leave-last-basket-out, full-catalogue ranking).
 
@@ -267,54 +235,33 @@ class NextItemTask:
     After :meth:`prepare`, :attr:`target_counts` holds the training-target count per
     item (the catalogue bias is initialised from it).
 
-    After :meth:`baselines`, ``baseline_fit_s`` maps each baseline to its fit seconds.
     """
 
     name = "next_item"
     monitor = "ndcg@10"
-    #: every ``task.*`` key this task reads (``encoder`` is read by the model config,
-    #: ``name`` by :func:`make_task`); configs/task/<name>.yaml may not add others
-    KEYS = frozenset({"name", "monitor", "encoder", "baselines", "ks", "sampled_softmax",
-                      "windows_per_customer", "window_ends", "loss_positions", "min_baskets"})
-    SUBKEYS = {"sampled_softmax": frozenset({"negatives", "proposal", "alpha"})}
     split_hint = ("Every customer needs task.min_baskets purchase baskets (the last one is the test "
                   "target, the one before the validation target): lower task.min_baskets (>= 2) or use "
                   "more data.")
 
-    def __init__(self, cfg: dict[str, Any]):
-        self.cfg = cfg
-        self.monitor = cfg.get("monitor") or type(self).monitor
-        ks = cfg.get("ks", (10, 20))
-        if (isinstance(ks, (str, int)) or not ks
-                or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks)):
-            raise ValueError(f"task.ks={ks!r} is out of range: a non-empty list of integers >= 1, e.g. [10, 20].")
-        self.ks = tuple(int(k) for k in ks)
-        _check_baselines(cfg, RANKING, "ranking")
-        self._check_protocol_options(cfg)
-        self.negatives, self.proposal, self.alpha = sampled_softmax_options(cfg)
-        self.windows_per_customer = int(cfg.get("windows_per_customer", 4))
-        self.window_ends = str(cfg.get("window_ends") or "random")
-        if self.window_ends not in ("random", "latest"):
-            raise ValueError(f"task.window_ends={self.window_ends!r} is not one of ['random', 'latest'].")
-        self.loss_positions = _int_option(cfg, "loss_positions", 0, low=0, what="0 = every position")
-        _int_option(cfg, "windows_per_customer", 4, low=1, what="window ends per customer per pass")
+    CONFIG: type[RankingTaskConfig] = NextItemConfig
+
+    def __init__(self, cfg: RankingTaskConfig | Mapping[str, Any]):
+        self.cfg = _typed(type(self).CONFIG, cfg)
+        cfg = self.cfg
+        self.monitor = cfg.monitor or type(self).monitor
+        self.ks = cfg.ks
+        _check_baselines(cfg.baselines, RANKING, "ranking")
         self.sampler: NegativeSampler | None = None
         self.target_counts: np.ndarray | None = None
-        self.baseline_fit_s: dict[str, float] = {}
 
     # -- protocol ---------------------------------------------------------------
-    @staticmethod
-    def _check_protocol_options(cfg: dict[str, Any]) -> None:
-        _int_option(cfg, "min_baskets", 3, low=2, what="one validation + one test basket")
-
     def split(self, store: SequenceStore, *, seed: int) -> Split:
         _require_items(store, self.name)
-        return protocols.next_item_split(store, seed=seed, min_baskets=int(self.cfg.get("min_baskets", 3)))
+        return protocols.next_item_split(store, seed=seed, min_baskets=self.cfg.min_baskets)
 
-    def baselines(self, store: SequenceStore, split: Split) -> dict[str, ScoreFn]:
-        names = self.cfg.get("baselines") or ("most_popular", "personal_repeat")
-        self.baseline_fit_s = {}
-        return ranking_baselines(names, store, split, fit_seconds=self.baseline_fit_s)
+    def baselines(self, store: SequenceStore, split: Split) -> dict[str, FittedBaseline]:
+        """``{name: FittedBaseline}`` (predictor + fit seconds) of ``task.baselines``."""
+        return ranking_baselines(self.cfg.baselines, store, split)
 
     def evaluate(self, score_fn: ScoreFn, store: SequenceStore, examples: Examples, *, progress: bool):
         return evaluation.evaluate_next_item(score_fn, store, examples, ks=self.ks, progress=progress)
@@ -326,8 +273,9 @@ class NextItemTask:
         hits = self._targets[self._targets > 0]
         self.target_counts = np.bincount(hits, minlength=store.n_items + 1)
         self.sampler = None
-        if self.negatives and self.negatives < store.n_items:
-            self.sampler = NegativeSampler(self.target_counts, proposal=self.proposal, alpha=self.alpha)
+        ss = self.cfg.sampled_softmax
+        if ss.negatives and ss.negatives < store.n_items:
+            self.sampler = NegativeSampler(self.target_counts, proposal=ss.proposal, alpha=ss.alpha)
 
     def train_windows(self, store: SequenceStore, split: Split, *, max_len: int, epoch: int = 0,
                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -336,8 +284,8 @@ class NextItemTask:
         ``windows_per_customer`` distinct ends per customer (all of them if it has
         fewer), drawn uniformly from its candidate ends with ``(seed, epoch)``.
         """
-        per = self.windows_per_customer
-        if self.window_ends == "latest":
+        per = self.cfg.windows_per_customer
+        if self.cfg.window_ends == "latest":
             return self._latest_windows(store, split, max_len=max_len)
         chosen = pick_per_group(self._end_offsets, per, np.random.default_rng([seed, epoch, 2]))
         cust_of = np.repeat(np.arange(len(self._end_offsets) - 1), np.diff(self._end_offsets))
@@ -350,7 +298,7 @@ class NextItemTask:
         ``train_end``, whose last basket has no target, so its last slot is never trained."""
         starts = np.asarray(store.offsets)[:-1]
         n = np.asarray(split.train_end) - starts
-        k = np.minimum(np.ceil(n / max_len).astype(np.int64), self.windows_per_customer)
+        k = np.minimum(np.ceil(n / max_len).astype(np.int64), self.cfg.windows_per_customer)
         cust = np.repeat(np.arange(store.n_customers), k)
         rank = np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)
         ends = np.asarray(split.train_end)[cust] - rank * max_len
@@ -359,10 +307,10 @@ class NextItemTask:
 
     def steps_per_epoch(self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int) -> int:
         """Batches in one pass (after :meth:`prepare`)."""
-        if self.window_ends == "latest":
+        if self.cfg.window_ends == "latest":
             n = len(self._latest_windows(store, split, max_len=max_len)[0])
         else:
-            n = int(np.minimum(np.diff(self._end_offsets), self.windows_per_customer).sum())
+            n = int(np.minimum(np.diff(self._end_offsets), self.cfg.windows_per_customer).sum())
         return -(-n // batch_size)
 
     def train_batches(
@@ -387,15 +335,16 @@ class NextItemTask:
             sel = order[i : i + batch_size]
             batch = make_batch(store, customers=cust[sel], ends=ends[sel], cutoffs=None,
                                max_len=max_len, targets=self._targets, memory=memory)
-            if self.loss_positions:
-                index, item = sample_target_positions(batch.targets, self.loss_positions, rng)
+            if self.cfg.loss_positions:
+                index, item = sample_target_positions(batch.targets, self.cfg.loss_positions, rng)
             else:
                 index = np.broadcast_to(np.arange(max_len, dtype=np.int32), batch.targets.shape).copy()
                 item = batch.targets.astype(np.int32)
             inputs = _pad_rows(batch.model_inputs(), batch_size)
             targets = _pad_rows({"index": index, "item": item}, batch_size)
             if self.sampler is not None:
-                targets["neg_item"], targets["neg_log_count"] = self.sampler.draw(neg_rng, self.negatives)
+                targets["neg_item"], targets["neg_log_count"] = self.sampler.draw(
+                    neg_rng, self.cfg.sampled_softmax.negatives)
             yield inputs, targets
 
     @staticmethod
@@ -433,24 +382,16 @@ class NextBasketTask(NextItemTask):
 
     name = "next_basket"
     monitor = "recall@10"
-    KEYS = (NextItemTask.KEYS - {"min_baskets"}) | {"valid_cutoff", "test_cutoff", "min_history_baskets"}
+    CONFIG = NextBasketConfig
     split_hint = ("Put task.valid_cutoff < task.test_cutoff inside the data span, with purchases after "
                   "each (null = the defaults: the last 10% of the span is test, the 10% before it "
                   "validation), or lower task.min_history_baskets.")
 
-    @staticmethod
-    def _check_protocol_options(cfg: dict[str, Any]) -> None:
-        _int_option(cfg, "min_history_baskets", 1, low=0, what="0 keeps cold-start customers")
-        vc, tc = _check_time(cfg, "valid_cutoff"), _check_time(cfg, "test_cutoff")
-        if vc is not None and tc is not None and not vc < tc:
-            raise ValueError(f"task.valid_cutoff={cfg['valid_cutoff']!r} must be before "
-                             f"task.test_cutoff={cfg['test_cutoff']!r}.")
-
     def split(self, store: SequenceStore, *, seed: int) -> Split:
         _require_items(store, self.name)
         return protocols.next_basket_split(
-            store, valid_cutoff=self.cfg.get("valid_cutoff"), test_cutoff=self.cfg.get("test_cutoff"),
-            min_history_baskets=int(self.cfg.get("min_history_baskets", 1)),
+            store, valid_cutoff=self.cfg.valid_cutoff, test_cutoff=self.cfg.test_cutoff,
+            min_history_baskets=self.cfg.min_history_baskets,
         )
 
     def evaluate(self, score_fn: ScoreFn, store: SequenceStore, examples: Examples, *, progress: bool):
@@ -466,46 +407,30 @@ class ChurnTask:
     customer, :func:`attnlab.data.splits.churn_split`); each pass then draws
     ``windows_per_customer`` of a customer's labelled cut-offs (0 = all).
 
-    After :meth:`baselines`, ``baseline_fit_s`` maps each baseline to its fit seconds.
     """
 
     name = "churn"
     monitor = "auc"
     target_counts = None  # no catalogue
-    KEYS = frozenset({"name", "monitor", "encoder", "baselines", "cutoff", "horizon", "mode",
-                      "train_stride", "windows_per_customer"})
-    SUBKEYS: dict[str, frozenset] = {}
     split_hint = ("Move task.cutoff (null = the last day minus the horizon) or shorten task.horizon so "
                   "that every window holds customers with purchases before it, or use "
                   "task.mode=holdout_customers.")
 
-    def __init__(self, cfg: dict[str, Any]):
-        self.cfg = cfg
-        self.monitor = cfg.get("monitor") or type(self).monitor
-        self.baseline_fit_s: dict[str, float] = {}
-        _check_baselines(cfg, CHURN, "churn")
-        _check_time(cfg, "cutoff")
-        _check_time(cfg, "train_stride", duration=True)
-        if cfg.get("horizon", "8W") is None:
-            raise ValueError("task.horizon=None is out of range: a positive duration, e.g. 8W or 56D.")
-        _check_time({"horizon": cfg.get("horizon", "8W")}, "horizon", duration=True)
-        modes = [m.value for m in protocols.ChurnMode]
-        if cfg.get("mode", "temporal") not in modes:
-            raise ValueError(f"task.mode={cfg.get('mode')!r} is out of range: one of {modes}.")
-        _int_option(cfg, "windows_per_customer", 0, low=0, what="labelled cut-offs per customer per pass, 0 = all")
+    CONFIG = ChurnConfig
+
+    def __init__(self, cfg: ChurnConfig | Mapping[str, Any]):
+        self.cfg = cfg = _typed(ChurnConfig, cfg)
+        self.monitor = cfg.monitor or type(self).monitor
+        _check_baselines(cfg.baselines, CHURN, "churn")
 
     def split(self, store: SequenceStore, *, seed: int) -> Split:
-        return protocols.churn_split(
-            store, cutoff=self.cfg.get("cutoff"), horizon=self.cfg.get("horizon", "8W"),
-            mode=self.cfg.get("mode", "temporal"), seed=seed, train_stride=self.cfg.get("train_stride"),
-        )
+        return protocols.churn_split(store, cutoff=self.cfg.cutoff, horizon=self.cfg.horizon, mode=self.cfg.mode,
+                                     seed=seed, train_stride=self.cfg.train_stride)
 
-    def baselines(self, store: SequenceStore, split: Split) -> dict[str, ScoreFn]:
-        names = self.cfg.get("baselines") or ("recency_frequency",)
-        horizon_days = protocols.to_duration_seconds(self.cfg.get("horizon", "8W")) / 86400.0
-        self.baseline_fit_s = {}
-        return churn_baselines(names, store, split, horizon_days=horizon_days,
-                               fit_seconds=self.baseline_fit_s)
+    def baselines(self, store: SequenceStore, split: Split) -> dict[str, FittedBaseline]:
+        """``{name: FittedBaseline}`` (predictor + fit seconds) of ``task.baselines``."""
+        horizon_days = protocols.to_duration_seconds(self.cfg.horizon) / 86400.0
+        return churn_baselines(self.cfg.baselines, store, split, horizon_days=horizon_days)
 
     def evaluate(self, prob_fn, store: SequenceStore, examples: Examples, *, progress: bool):
         return evaluation.evaluate_churn(prob_fn, store, examples)
@@ -520,14 +445,14 @@ class ChurnTask:
         """Rows of ``split.train`` used in one pass: ``windows_per_customer`` distinct
         labelled cut-offs per customer (all of them if it has fewer), seeded by
         ``(seed, epoch)``; 0 = every row."""
-        per = int(self.cfg.get("windows_per_customer") or 0)
+        per = self.cfg.windows_per_customer
         n = len(split.train)
         if not per:
             return np.arange(n)
         return np.sort(pick_per_group(self._offsets, per, np.random.default_rng([seed, epoch, 2])))
 
     def steps_per_epoch(self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int) -> int:
-        per = int(self.cfg.get("windows_per_customer") or 0)
+        per = self.cfg.windows_per_customer
         counts = np.diff(self._offsets)
         n = int(np.minimum(counts, per).sum()) if per else int(counts.sum())
         return -(-n // batch_size)
@@ -568,8 +493,10 @@ class ChurnTask:
 TASKS: dict[str, type] = {"next_item": NextItemTask, "next_basket": NextBasketTask, "churn": ChurnTask}
 
 
-def make_task(task_cfg: dict[str, Any]):
-    name = task_cfg["name"]
+def make_task(task_cfg: Mapping[str, Any]):
+    """The task named by ``task_cfg["name"]``, its config typed (:mod:`attnlab.train.task_config`):
+    unknown keys and out-of-range values fail here, before any data is loaded."""
+    name = task_cfg.get("name")
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; available: {sorted(TASKS)}. Pick one with task=<name>.")
     return TASKS[name](task_cfg)

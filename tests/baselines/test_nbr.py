@@ -298,10 +298,9 @@ def test_registered_and_fitted_by_the_registry(name, tmp_path):
     store = load_sequences("synthetic", {"n_customers": 60, "n_items": 40}, cache_dir=tmp_path,
                            progress=False)
     split = make_task({"name": "next_basket"}).split(store, seed=0)
-    times: dict[str, float] = {}
-    fn = ranking_baselines([name], store, split, fit_seconds=times)[name]
-    s = fn(store, split.test.take(np.arange(min(5, len(split.test)))))
-    assert s.shape[1] == store.n_items + 1 and set(times) == {name}
+    fitted = ranking_baselines([name], store, split)
+    s = fitted[name].predict(store, split.test.take(np.arange(min(5, len(split.test)))))
+    assert s.shape[1] == store.n_items + 1 and list(fitted) == [name] and fitted[name].fit_s >= 0.0
 
 
 def test_all_grid_models_run_on_tiny_case():

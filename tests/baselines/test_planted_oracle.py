@@ -73,14 +73,14 @@ def test_oracle_hits_hr1_one_on_every_planted_row_with_a_visible_trigger(cue_sto
     split = next_item_split(cue_store, seed=0)
     fitted = ranking_baselines(["planted_oracle", "most_popular"], cue_store, split)
     for ex in (split.test, split.valid):
-        m = evaluate_next_item(fitted["planted_oracle"], cue_store, ex, progress=False, max_len=48)
+        m = evaluate_next_item(fitted["planted_oracle"].predict, cue_store, ex, progress=False, max_len=48)
         assert m.metrics["planted/n"] >= 100
         assert m.metrics["planted/visible"] == 1.0 and m.metrics["planted/cued"] == 1.0
         assert m.metrics["planted/hr@1"] == 1.0 and m.metrics["planted/visible_hr@1"] == 1.0
         planted = m.per_example["planted"] > 0
         np.testing.assert_array_equal(m.per_example["rank"][planted], 1.0)
         # chance reference on the same rows: popularity never puts a planted target first
-        pop = evaluate_next_item(fitted["most_popular"], cue_store, ex, progress=False)
+        pop = evaluate_next_item(fitted["most_popular"].predict, cue_store, ex, progress=False)
         assert pop.metrics["planted/hr@1"] == 0.0
 
 

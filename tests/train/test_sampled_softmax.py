@@ -14,7 +14,8 @@ import pytest
 from attnlab.data.pipeline import load_sequences
 from attnlab.models import build_model
 from attnlab.models.heads import sampled_softmax_log_prob
-from attnlab.train.tasks import PROPOSALS, NegativeSampler, make_task, sampled_softmax_options
+from attnlab.train.task_config import PROPOSALS, SampledSoftmaxConfig
+from attnlab.train.tasks import NegativeSampler, make_task
 
 B, L, V = 3, 12, 40
 INDEX = np.array([[3, 11, 7], [0, 4, 2], [0, 0, 0]], np.int32)
@@ -163,12 +164,13 @@ def test_proposals_are_distributions_over_real_items(proposal):
 
 
 def test_config_validation_names_the_key():
-    assert sampled_softmax_options({}) == (0, "popularity", 0.75)
-    assert sampled_softmax_options({"sampled_softmax": {"negatives": 8, "proposal": "uniform"}})[:2] == (8, "uniform")
+    assert SampledSoftmaxConfig.from_dict({}) == SampledSoftmaxConfig(negatives=1024, proposal="popularity", alpha=0.75)
+    got = SampledSoftmaxConfig.from_dict({"negatives": 8, "proposal": "uniform"})
+    assert (got.negatives, got.proposal) == (8, "uniform")
     for bad, key in [({"negatives": -1}, "negatives"), ({"negatives": 1.5}, "negatives"),
                      ({"proposal": "nope"}, "proposal"), ({"alpha": -1}, "alpha"), ({"k": 1}, "unknown")]:
         with pytest.raises(ValueError, match=key):
-            sampled_softmax_options({"sampled_softmax": bad})
+            make_task({"name": "next_item", "sampled_softmax": bad})
 
 
 @pytest.fixture(scope="module")

@@ -164,7 +164,8 @@ def test_sampled_softmax_training_lowers_the_full_softmax_loss(tmp_path, cache, 
     negatives per batch; the fixed-batch check uses the full softmax."""
     cfg = run_and_check(tmp_path, cache, "vanilla", task, "task.sampled_softmax.negatives=16")
     trained_with = make_task(OmegaConf.to_container(cfg.task, resolve=True))
-    assert (trained_with.negatives, trained_with.proposal) == (16, "popularity")
+    ss = trained_with.cfg.sampled_softmax
+    assert (ss.negatives, ss.proposal) == (16, "popularity")
 
 
 def test_ranking_task_on_data_without_items_names_task_data_and_fix(tmp_path):
