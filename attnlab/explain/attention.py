@@ -1,14 +1,17 @@
 """Explain one prediction: which past events did the model attend to?
 
 Production attention paths (``xla_chunked``, ``pallas_triton``) never materialise the
-``length x length`` weights. To explain one customer, :func:`trace_attention` replays
-the model's forward pass layer by layer -- the same encoder, the same LayerNorms, the
-layer's own ``q/k/v`` projections and its own :class:`attnlab.ops.AttentionSpec`
-(causal mask, ragged length, time-decay slopes and timestamps, local window + global
-positions) -- but computes each attention call with
-:func:`attnlab.ops.reference.reference_attention`, which returns the weights. The
-replay is exact: the hidden states it produces equal :meth:`SequenceModel.hidden`
-(tested for ``vanilla``, ``time_decay`` and ``sparse``).
+``length x length`` weights. To explain one customer, :func:`trace_attention` runs the
+model's *own* forward pass (:meth:`SequenceModel.hidden`: its encoder, its blocks with
+whatever norms and residuals they have) on a view ``nnx.view(model, record_weights=True)``
+in which every attention layer takes its materialising path: it computes its weights with
+:meth:`SelfAttention.attention_weights`'s code (its own :class:`attnlab.ops.AttentionSpec`:
+causal mask, ragged length, time-decay slopes and timestamps, local window + global
+positions), computes its output from them, and sows weights, input and output
+(``nnx.capture``). Nothing of a block is re-implemented here, so a change to a block
+cannot make explanations drift; the hidden states equal :meth:`SequenceModel.hidden`
+up to the fast path's rounding (tested for ``vanilla``, ``time_decay``, ``sparse`` and
+``linear``).
 
 Weights are read from the *last visible position* (the state every head predicts
 from). Across layers they are combined by attention rollout (Abnar & Zuidema, 2020,
@@ -27,7 +30,8 @@ by construction).
 Families without softmax weights: ``lstm`` (recurrent) raises; ``linear`` raises
 unless ``linear=LinearWeights.IMPLIED``, which returns the implied normalised
 linear-attention weights ``w_ij = gamma^(i-j) phi(q_i).phi(k_j) / (sum_j' ... + eps)``
-(Katharopoulos et al., 2020) -- exact for the layer output, rows sum to ``1 - O(eps)``.
+(Katharopoulos et al., 2020; the layer's own ``eps``) -- exact for the layer output, rows
+sum to ``1 - O(eps)``.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -45,11 +48,10 @@ from attnlab.data.batching import make_batch
 from attnlab.data.schema import EventType
 from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples
-from attnlab.models.attention_layers import LinearAttention, SelfAttention
+from attnlab.models.attention_layers import RECORDED, LinearAttention, SelfAttention
 from attnlab.models.backbones import LSTMBackbone
 from attnlab.models.registry import ATTENTION_FAMILIES
 from attnlab.models.sequence_model import SequenceModel
-from attnlab.ops.reference import reference_attention
 
 SECONDS_PER_DAY = 86_400.0
 ROLLOUT = "rollout"
@@ -87,9 +89,9 @@ class AttentionTrace:
       weights: ``float32[layers, batch, heads, L, L]`` attention weights (query, key);
         zero on masked pairs and padded rows.
       attention_inputs: ``float32[layers, batch, L, d]`` what each attention layer reads
-        (``norm1`` of the block input).
+        (in the standard block, ``norm1`` of the block input).
       attention_outputs: ``float32[layers, batch, L, d]`` each attention layer's output
-        (after its output projection), rebuilt from ``weights``.
+        (after its output projection), computed from ``weights``.
       hidden: ``float32[batch, L, d]`` final hidden states (after the final LayerNorm).
       lengths: ``int32[batch]``.
     """
@@ -135,54 +137,41 @@ def _check_explainable(model: SequenceModel, linear: LinearWeights) -> str:
         elif not isinstance(att, SelfAttention):
             raise NoAttentionWeightsError(
                 f"model family {family!r}: attention layer {type(att).__name__} is not a "
-                "SelfAttention subclass, so its weights cannot be replayed.")
+                "SelfAttention subclass, so it has no attention_weights to record.")
     return family
 
 
-def _linear_weights(att: LinearAttention, q, k, lengths) -> jax.Array:
-    """Implied ``float32[b, h, L, L]`` weights of normalised causal linear attention."""
-    phi_q, phi_k = att.feature_map(q.astype(jnp.float32)), att.feature_map(k.astype(jnp.float32))
-    hi = jax.lax.Precision.HIGHEST
-    s = jnp.einsum("bqhd,bkhd->bhqk", phi_q, phi_k, precision=hi)
-    length = q.shape[1]
-    i, j = jnp.arange(length)[:, None], jnp.arange(length)[None, :]
-    log_decay = att.log_decay()
-    if log_decay is not None:
-        s = s * jnp.exp(log_decay[:, None, None] * jnp.maximum(i - j, 0))[None]
-    valid = (i[None] < lengths[:, None, None]) & (j[None] < lengths[:, None, None]) & (j <= i)[None]
-    s = jnp.where(valid[:, None], s, 0.0)
-    return s / (jnp.sum(s, axis=-1, keepdims=True) + 1e-6)  # eps of linear_attention
+def _forward(model: SequenceModel, inputs: dict):
+    """The model's own forward pass, capturing what its (recording) attention layers sow."""
+    return nnx.capture(lambda m, x: m.hidden(x), nnx.Intermediate)(model, inputs)
 
 
-def _replay(model: SequenceModel, inputs: dict, linear_implied: bool):
-    context = {"lengths": inputs["lengths"], "time": inputs["time"]}
-    x = model.encoder(inputs)
-    ws, ins, outs = [], [], []
-    hi = jax.lax.Precision.HIGHEST
-    for block in model.backbone.blocks:
-        att = block.attention
-        xn = block.norm1(x)
-        q, k, v = att.project(xn)
-        if isinstance(att, LinearAttention):
-            w = _linear_weights(att, q, k, context["lengths"])
-        else:
-            _, w = reference_attention(q, k, v, spec=att.spec(context), return_weights=True)
-        o = jnp.einsum("bhqk,bkhd->bqhd", w, v.astype(jnp.float32), precision=hi).astype(v.dtype)
-        a = att.out(o.reshape(x.shape))
-        x = x + a
-        x = x + block.ffn(block.norm2(x))
-        ws.append(w)
-        ins.append(xn)
-        outs.append(a)
-    return jnp.stack(ws), jnp.stack(ins), jnp.stack(outs), model.final_norm(x)
+_forward_jit = nnx.jit(_forward)
 
 
-_replay_jit = nnx.jit(_replay, static_argnames="linear_implied")
+def _recorded(view: SequenceModel, captured) -> list[dict]:
+    """Per block (in order), what its attention layer recorded during the forward pass."""
+    paths = {id(module): path for path, module in nnx.iter_modules(view)}
+    records = []
+    for layer, block in enumerate(view.backbone.blocks):
+        node = captured
+        try:
+            for key in paths[id(block.attention)]:
+                node = node[key]
+            calls = node[RECORDED].get_value()
+        except KeyError:
+            calls = ()
+        if len(calls) != 1:
+            raise RuntimeError(
+                f"block {layer}: its attention layer ran {len(calls)} times in one forward pass; "
+                "trace_attention explains blocks that call their attention layer exactly once.")
+        records.append(calls[0])
+    return records
 
 
 def trace_attention(model: SequenceModel, inputs: dict[str, np.ndarray], *,
                     linear: LinearWeights = LinearWeights.RAISE) -> AttentionTrace:
-    """Replays ``model`` on a batch and returns every layer's attention weights.
+    """Runs ``model`` on a batch and returns the attention weights every layer used.
 
     Args:
       model: a :class:`SequenceModel` of an attention family.
@@ -198,9 +187,12 @@ def trace_attention(model: SequenceModel, inputs: dict[str, np.ndarray], *,
     """
     family = _check_explainable(model, LinearWeights(linear))
     inputs = {k: jnp.asarray(v) for k, v in inputs.items()}
-    w, xin, a, h = _replay_jit(model, inputs, linear_implied=LinearWeights(linear) is LinearWeights.IMPLIED)
-    return AttentionTrace(family=family, weights=np.asarray(w), attention_inputs=np.asarray(xin),
-                          attention_outputs=np.asarray(a), hidden=np.asarray(h),
+    view = nnx.view(model, record_weights=True)
+    hidden, captured = _forward_jit(view, inputs)
+    records = _recorded(view, captured)
+    stack = lambda key: np.stack([np.asarray(r[key]) for r in records])  # noqa: E731
+    return AttentionTrace(family=family, weights=stack("weights"), attention_inputs=stack("inputs"),
+                          attention_outputs=stack("outputs"), hidden=np.asarray(hidden),
                           lengths=np.asarray(inputs["lengths"]))
 
 

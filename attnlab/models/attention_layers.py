@@ -7,6 +7,16 @@ the op for :mod:`attnlab.ops.linear_attention` and can also stream (``init_state
 ``step``). Every layer maps ``(x [batch, length, d_model], context) -> [batch, length,
 d_model]`` where ``context`` carries ``lengths int32[batch]`` and ``time
 float32[batch, length]`` (days relative to the cutoff, <= 0).
+
+Explanations read the weights from this same code. :meth:`SelfAttention.attention_weights`
+returns the normalised ``float32[batch, heads, L, L]`` weights a layer would use (its own
+spec: mask, window, decay; for linear attention its own feature map, forgetting factor and
+``eps``). The fast path (flash / chunked op, no ``L x L`` array) is the default; a view
+``nnx.view(model, record_weights=True)`` switches every layer to the materialising path,
+which computes its output *from* those weights and sows ``{"weights", "inputs",
+"outputs"}`` as ``nnx.Intermediate`` ``"recorded"``, so ``nnx.capture`` around the model's
+own forward pass (any block, any residual) returns the weights that forward used
+(:func:`attnlab.explain.trace_attention`).
 """
 
 from __future__ import annotations
@@ -19,6 +29,10 @@ from flax import nnx
 
 from attnlab.ops import AttentionSpec, DecayFn, attention
 from attnlab.ops import linear_attention as lin
+from attnlab.ops.reference import reference_attention
+
+#: ``nnx.Intermediate`` name under which a layer in ``record_weights`` mode sows its weights.
+RECORDED = "recorded"
 
 
 class SelfAttention(nnx.Module):
@@ -29,6 +43,9 @@ class SelfAttention(nnx.Module):
       n_heads: attention heads.
       impl: pin an attention implementation (``reference``, ``xla_chunked``,
         ``pallas_triton``) or None for the dispatcher.
+
+    ``record_weights`` (static, False): see the module docstring; set it with
+    ``nnx.view(model, record_weights=True)``, never for training.
     """
 
     def __init__(self, d_model: int, *, n_heads: int, impl: str | None = None, rngs: nnx.Rngs):
@@ -39,6 +56,12 @@ class SelfAttention(nnx.Module):
         self.impl = impl
         self.qkv = nnx.Linear(d_model, 3 * d_model, rngs=rngs)
         self.out = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.record_weights = False
+
+    def set_view(self, record_weights: bool | None = None):
+        """Used by ``nnx.view(model, record_weights=True)`` (see the module docstring)."""
+        if record_weights is not None:
+            self.record_weights = bool(record_weights)
 
     def spec(self, context: dict[str, jax.Array]) -> AttentionSpec:
         return AttentionSpec(causal=True, lengths=context["lengths"])
@@ -48,11 +71,29 @@ class SelfAttention(nnx.Module):
         qkv = self.qkv(x).reshape(x.shape[:-1] + (3, self.n_heads, self.head_dim))
         return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
 
+    def _attend(self, q, k, v, context) -> jax.Array:
+        """Fast path: ``[b, l, heads, head_dim]`` output, weights never materialised."""
+        return attention(q, k, v, spec=self.spec(context), impl=self.impl)
+
+    def _weighted(self, q, k, v, context) -> tuple[jax.Array, jax.Array]:
+        """Materialising path: ``(output [b, l, heads, head_dim], float32[b, heads, l, l]
+        weights)``, the output computed from the weights."""
+        return reference_attention(q, k, v, spec=self.spec(context), return_weights=True)
+
+    def attention_weights(self, x: jax.Array, context: dict[str, jax.Array]) -> jax.Array:
+        """``float32[batch, heads, L, L]`` normalised (query, key) weights this layer uses
+        on ``x [batch, L, d_model]``; zero on masked pairs and padded rows."""
+        return self._weighted(*self.project(x), context)[1]
+
     def __call__(self, x: jax.Array, context: dict[str, jax.Array]) -> jax.Array:
         b, l, d = x.shape
         q, k, v = self.project(x)
-        o = attention(q, k, v, spec=self.spec(context), impl=self.impl)
-        return self.out(o.reshape(b, l, d))
+        if not self.record_weights:
+            return self.out(self._attend(q, k, v, context).reshape(b, l, d))
+        o, w = self._weighted(q, k, v, context)
+        a = self.out(o.reshape(b, l, d))
+        self.sow(nnx.Intermediate, RECORDED, {"weights": w, "inputs": x, "outputs": a})
+        return a
 
     def init_state(self, batch: int):
         raise NotImplementedError(
@@ -133,11 +174,18 @@ class LinearAttention(SelfAttention):
     Training uses the chunked parallel form; :meth:`step` is the O(1)-per-event
     recurrence on a per-customer state.
 
+    Its weights (:meth:`attention_weights`) are the implied normalised ones,
+    ``w_ij = gamma^(i-j) phi(q_i).phi(k_j) / (sum_j' ... + eps)``: exact for the layer
+    output, rows sum to ``1 - O(eps)``.
+
     Args:
       decay: ``"learned"`` (gamma per head, initialised ``1 - 2^-(3 + h)`` so heads
         range from a ~8-event to a longer memory) or ``"none"`` (gamma = 1).
       chunk: chunk size ``C`` of the parallel form.
     """
+
+    #: added to the normaliser, in every form (parallel, streaming, implied weights)
+    eps: float = 1e-6
 
     def __init__(self, d_model: int, *, n_heads: int, decay: str = "learned", chunk: int = 64,
                  feature_map: str = "elu1", rngs: nnx.Rngs):
@@ -156,12 +204,26 @@ class LinearAttention(SelfAttention):
         """``float32[heads]`` ``log gamma_h`` or None (no forgetting)."""
         return None if self.raw_gamma is None else jax.nn.log_sigmoid(self.raw_gamma[...])
 
-    def __call__(self, x, context):
-        b, l, d = x.shape
-        q, k, v = self.project(x)
+    def _attend(self, q, k, v, context):
         o, _ = lin.linear_attention(q, k, v, lengths=context["lengths"], log_decay=self.log_decay(),
-                                    chunk=self.chunk, feature_map=self.feature_map)
-        return self.out(o.reshape(b, l, d))
+                                    chunk=self.chunk, feature_map=self.feature_map, eps=self.eps)
+        return o
+
+    def _weighted(self, q, k, v, context):
+        hi = jax.lax.Precision.HIGHEST
+        phi_q, phi_k = self.feature_map(q.astype(jnp.float32)), self.feature_map(k.astype(jnp.float32))
+        s = jnp.einsum("bqhd,bkhd->bhqk", phi_q, phi_k, precision=hi)
+        length = q.shape[1]
+        i, j = jnp.arange(length)[:, None], jnp.arange(length)[None, :]
+        log_decay = self.log_decay()
+        if log_decay is not None:
+            s = s * jnp.exp(log_decay[:, None, None] * jnp.maximum(i - j, 0))[None]
+        lengths = context["lengths"]
+        valid = (i[None] < lengths[:, None, None]) & (j[None] < lengths[:, None, None]) & (j <= i)[None]
+        s = jnp.where(valid[:, None], s, 0.0)
+        w = s / (jnp.sum(s, axis=-1, keepdims=True) + self.eps)
+        o = jnp.einsum("bhqk,bkhd->bqhd", w, v.astype(jnp.float32), precision=hi).astype(v.dtype)
+        return o, w
 
     def init_state(self, batch: int) -> lin.LinearState:
         return lin.LinearState.zeros(batch, self.n_heads, self.head_dim, self.head_dim)
@@ -170,7 +232,7 @@ class LinearAttention(SelfAttention):
         """``x [b, d]``, ``valid bool[b]`` -> ``(state, [b, d])``."""
         q, k, v = self.project(x)
         state, o = lin.linear_attention_step(state, q, k, v, valid=valid, log_decay=self.log_decay(),
-                                             feature_map=self.feature_map)
+                                             feature_map=self.feature_map, eps=self.eps)
         return state, self.out(o.reshape(x.shape))
 
 
