@@ -50,7 +50,7 @@ import yaml
 from attnlab.data.pipeline import _json_default
 from attnlab.data.schema import EventType
 from attnlab.data.sequences import DICT_GROUPS, EVENT_ARRAYS, SequenceStore, purchase_mask, range_events
-from attnlab.data.splits import Examples, Protocol, Split, _event_customer, _iso
+from attnlab.data.splits import Examples, Protocol, Split, event_customer, iso
 from attnlab.train.results import _atomic_write, atomic_write_text
 
 
@@ -113,7 +113,7 @@ def _check_rows(store: SequenceStore, ex: Examples, name: str) -> None:
     if len(late):
         m = int(late[0])
         raise LeakageError(f"split.{name} row {m} (customer {int(store.customer_ids[c[m]])}): its "
-                           f"visible history holds an event at/after its cut-off {_iso(ex.cutoff[m])}; "
+                           f"visible history holds an event at/after its cut-off {iso(ex.cutoff[m])}; "
                            "rebuild the split with attnlab.data.splits")
 
 
@@ -169,7 +169,7 @@ def check_no_leakage(store: SequenceStore, split: Split, train_end: np.ndarray) 
     Returns:
       per part (``valid``, ``test``): the numbers checked (queries, targets, baskets).
     """
-    cust = _event_customer(store)
+    cust = event_customer(store)
     train_idx, _ = range_events(store.offsets[:-1], train_end)
     last = np.full(store.n_customers, np.iinfo(np.int64).min)
     np.maximum.at(last, cust[train_idx], store.time[train_idx])
@@ -186,7 +186,7 @@ def check_no_leakage(store: SequenceStore, split: Split, train_end: np.ndarray) 
                 h = hits.iloc[0]
                 raise LeakageError(
                     f"{name} target item {int(store.item_vocab[store.item[h.target]])} of customer "
-                    f"{int(store.customer_ids[h.c])} (basket {int(h.b)}, {_iso(store.time[h.target])}): "
+                    f"{int(store.customer_ids[h.c])} (basket {int(h.b)}, {iso(store.time[h.target])}): "
                     f"{len(hits)} event(s) of its basket are in the training events (split.train_end or a "
                     "split.train row reaches into it). The split leaks; rebuild it with attnlab.data.splits.")
             stats.update(targets=len(tgt), target_baskets=len(baskets.drop_duplicates(["c", "b"])))
@@ -195,8 +195,8 @@ def check_no_leakage(store: SequenceStore, split: Split, train_end: np.ndarray) 
             m = int(late[0])
             c = int(ex.customer[m])
             raise LeakageError(
-                f"{name} query {m} (customer {int(store.customer_ids[c])}, cut-off {_iso(ex.cutoff[m])}): "
-                f"the customer's training events reach {_iso(last[c])}, at or after the cut-off "
+                f"{name} query {m} (customer {int(store.customer_ids[c])}, cut-off {iso(ex.cutoff[m])}): "
+                f"the customer's training events reach {iso(last[c])}, at or after the cut-off "
                 "(split.train_end or a split.train row). The split leaks; rebuild it with attnlab.data.splits.")
         out[name] = stats
     return out
@@ -359,7 +359,7 @@ def _recbole_yaml(root: Path, name: str, protocol: str, H: int, ks: Sequence[int
 def _parquet_files(store: SequenceStore, split: Split, out: Path, train_idx: np.ndarray,
                    parts: list[tuple[str, Examples]]) -> dict[str, dict[str, Any]]:
     """Writes ``train_events.parquet`` and ``<part>_queries.parquet``; returns their manifest entries."""
-    cust = _event_customer(store)
+    cust = event_customer(store)
     ranking = split.protocol in _RANKING
     P = np.flatnonzero(purchase_mask(store)) if ranking else None
     n = _write_parquet(out / "train_events.parquet", _events_columns(store, train_idx, cust))
@@ -381,7 +381,7 @@ def _parquet_files(store: SequenceStore, split: Split, out: Path, train_idx: np.
 def _recbole_files(store: SequenceStore, split: Split, out: Path, name: str, train_end: np.ndarray,
                    H: int, ks: Sequence[int]) -> tuple[dict[str, dict[str, Any]], dict[str, int], dict[str, Any]]:
     """Writes ``recbole/<name>/``; returns (manifest entries, what was left out, summary)."""
-    cust = _event_customer(store)
+    cust = event_customer(store)
     P = np.flatnonzero(purchase_mask(store))
     first = np.searchsorted(P, store.offsets[:-1])
     rows, counts = _train_rows(store, cust, P, first, train_end, H)
