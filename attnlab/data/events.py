@@ -12,25 +12,18 @@ to do about it.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 
+from attnlab.data.errors import DataError, fail, where
 from attnlab.data.schema import EVENT_COLUMNS, NO_ITEM, REQUIRED_COLUMNS, EventType
+from attnlab.data.timestamps import TIME_MAX, TIME_MIN, as_timestamp
 
-_MAX_SHOWN = 5
-
-
-class DataError(ValueError):
-    """Raised when input data cannot be turned into valid events.
-
-    The message always names the source, the file (when there is one), the column,
-    the first offending rows and a suggested fix.
-    """
-
+__all__ = ["DataError", "EventData", "Repair", "RepairReport", "TIME_MAX", "TIME_MIN",
+           "drop_exact_duplicates", "exact_int_ids", "negative_ids", "validate_events"]
 
 @dataclasses.dataclass(frozen=True)
 class Repair:
@@ -147,28 +140,6 @@ class EventData:
         }
 
 
-# ----------------------------------------------------------------------------- helpers
-
-
-def _where(source: str, file: str | Path | None) -> str:
-    return f"[{source}] {file}" if file is not None else f"[{source}] <in-memory frame>"
-
-
-def _show(df_index: pd.Index, values: pd.Series, mask: np.ndarray, row_label: str) -> str:
-    pos = np.flatnonzero(mask)[:_MAX_SHOWN]
-    shown = ", ".join(f"{row_label} {df_index[p]} ({values.iloc[p]!r})" for p in pos)
-    more = int(mask.sum()) - len(pos)
-    return shown + (f", ... and {more:,} more" if more > 0 else "")
-
-
-def _fail(source, file, column, mask, values, index, row_label, problem, fix) -> None:
-    n = int(mask.sum())
-    raise DataError(
-        f"{_where(source, file)}: column '{column}': {n:,} {row_label}(s) {problem}. "
-        f"First offending: {_show(index, values, mask, row_label)}. {fix}"
-    )
-
-
 _INT_TEXT = r"[+-]?\d+(?:\.0*)?"
 _MAX_EXACT_FLOAT = 2.0**53
 
@@ -226,14 +197,14 @@ def _as_int(df, column, *, source, file, row_label, fix, repairs=None) -> np.nda
     if pd.api.types.is_integer_dtype(col.dtype) and not col.hasnans:
         ints, reason = exact_int_ids(col)
         if ints is None:
-            _fail(source, file, column, np.ones(len(col), bool), col, df.index, row_label,
+            fail(source, file, column, np.ones(len(col), bool), col, df.index, row_label,
                   reason, fix)
         return ints
     if pd.api.types.is_bool_dtype(col.dtype):
         return col.to_numpy(dtype=np.int64)
     missing = col.isna().to_numpy()
     if missing.any():
-        _fail(source, file, column, missing, col, df.index, row_label, "are missing", fix)
+        fail(source, file, column, missing, col, df.index, row_label, "are missing", fix)
     if not pd.api.types.is_float_dtype(col.dtype):
         text = col.astype(str)
         col = text.str.strip()
@@ -250,7 +221,7 @@ def _as_int(df, column, *, source, file, row_label, fix, repairs=None) -> np.nda
             bad = ~col.str.fullmatch(_INT_TEXT).to_numpy(dtype=bool)
             if not bad.any():  # integers, but leading zeros or beyond int64
                 bad = np.ones(len(col), bool)
-        _fail(source, file, column, bad, df[column], df.index, row_label, reason, fix)
+        fail(source, file, column, bad, df[column], df.index, row_label, reason, fix)
     return ints
 
 
@@ -262,156 +233,10 @@ def _as_float(df, column, *, source, file, row_label) -> np.ndarray:
     if bad.any():
         missing = col.isna().to_numpy()
         problem = "are missing" if missing[bad].all() else "are not finite numbers"
-        _fail(source, file, column, bad, col, df.index, row_label, problem,
+        fail(source, file, column, bad, col, df.index, row_label, problem,
               f"Clean or fill '{column}' in the source file (e.g. 1 for quantity, "
               "0 for value), or drop it from the column mapping to use the default.")
     return arr.astype(np.float32)
-
-
-TIME_MIN = np.datetime64("1677-09-22T00:00:00", "s")
-TIME_MAX = np.datetime64("2262-04-11T00:00:00", "s")
-"""Supported timestamp range (datetime64[ns] holds 1677-09-21 .. 2262-04-11)."""
-
-_OFFSET = r"(?:Z|[+-]\d\d:?\d\d|UTC|GMT)$"
-
-
-def _candidate_formats(uniq: pd.Index) -> list[str]:
-    """``"ISO8601"`` plus the strftime formats guessed from a sample of distinct
-    timestamp strings, both month-first and day-first readings (year-day-month orders
-    are not considered)."""
-    from pandas.tseries.api import guess_datetime_format
-
-    n = len(uniq)
-    pos = sorted(set(range(min(n, 50))) | set(np.linspace(0, n - 1, min(n, 50)).astype(int)))
-    out: list[str] = ["ISO8601"]  # year-month-day with any precision / offset
-    for i in pos:
-        for dayfirst in (False, True):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    fmt = guess_datetime_format(str(uniq[i]), dayfirst=dayfirst)
-            except (ValueError, TypeError):  # pragma: no cover
-                fmt = None
-            if fmt is None or fmt in out:
-                continue
-            y, d, m = fmt.find("%Y"), fmt.find("%d"), fmt.find("%m")
-            if -1 < y < d < m:  # "%Y-%d-%m": no one writes dates that way
-                continue
-            out.append(fmt)
-    return out
-
-
-def _parse_with(uniq: pd.Index, fmt: str) -> tuple[pd.DatetimeIndex | None, bool]:
-    """Distinct strings parsed with one format (NaT where it does not match), and
-    whether the rows carried different UTC offsets (then the result is in UTC)."""
-    try:
-        parsed = pd.to_datetime(uniq, format=fmt, errors="coerce")
-        mixed = False
-    except ValueError as err:
-        if "Mixed timezones" not in str(err):
-            return None, False
-        parsed = pd.to_datetime(uniq, format=fmt, errors="coerce", utc=True)
-        has_offset = pd.Series(uniq.astype(str)).str.strip().str.contains(_OFFSET).to_numpy()
-        parsed = parsed.where(has_offset)  # a row without an offset cannot be placed
-        mixed = True
-    except (TypeError, OverflowError):  # pragma: no cover
-        return None, False
-    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
-        parsed = parsed.tz_convert(None) if mixed else parsed.tz_localize(None)
-    return parsed, mixed
-
-
-def _check_range(parsed: np.ndarray, col, index, *, source, file, row_label, fix) -> None:
-    vals = parsed.astype("datetime64[s]") if parsed.dtype != np.dtype("datetime64[ns]") \
-        else parsed
-    ok = np.isnat(vals) | ((vals >= TIME_MIN) & (vals <= TIME_MAX))
-    if not ok.all():
-        _fail(source, file, "timestamp", ~ok, col, index, row_label,
-              f"are outside the supported range {TIME_MIN} .. {TIME_MAX}", fix)
-
-
-def _parse_strings(col: pd.Series, index, fmt: str | None, *, source, file, row_label,
-                   repairs) -> np.ndarray:
-    """One format for the whole column, checked on every row (see docs/data.md)."""
-    text = col.astype(str).str.strip()
-    codes, uniq = pd.factorize(text)
-    uniq = pd.Index(uniq)
-    opt = "timestamp_format"
-    if fmt is not None:
-        parsed, mixed = _parse_with(uniq, fmt)
-        if parsed is None or parsed.isna().any():
-            bad = (np.ones(len(uniq), bool) if parsed is None
-                   else np.asarray(parsed.isna()))[codes]
-            _fail(source, file, "timestamp", bad, col, index, row_label,
-                  f"have an unparseable timestamp: they do not match {opt}={fmt!r}",
-                  f"Fix these rows, or pass the {opt} (strftime codes) that matches every "
-                  "row of the file.")
-    else:
-        cands = _candidate_formats(uniq)
-        results = {f: _parse_with(uniq, f) for f in cands}
-        results = {f: r for f, r in results.items() if r[0] is not None}
-        full = [f for f, (p, _) in results.items() if not p.isna().any()]
-        if not full:
-            if results:
-                best = max(results, key=lambda f: int(results[f][0].notna().sum()))
-                bad = np.asarray(results[best][0].isna())[codes]
-                problem = (f"have an unparseable timestamp: they do not match {best!r}, the "
-                           "format that parses the most rows (no single format parses every "
-                           f"row; tried {cands})")
-            else:
-                bad = np.ones(len(col), bool)
-                problem = "have an unparseable timestamp (no date format recognised)"
-            _fail(source, file, "timestamp", bad, col, index, row_label, problem,
-                  f"The file must use one format: fix these rows, or pass {opt}="
-                  "'%Y-%m-%d %H:%M:%S' (strftime codes) matching every row.")
-        first = results[full[0]][0]
-        rivals = [f for f in full[1:] if not results[f][0].equals(first)]
-        if rivals:
-            other = results[rivals[0]][0]
-            diff = np.asarray(first != other)[codes]
-            fmts = [full[0], *rivals]
-            _fail(source, file, "timestamp", diff, col, index, row_label,
-                  f"are ambiguous: formats {fmts} each parse every row but give different "
-                  f"dates (e.g. {first[np.flatnonzero(first != other)[0]]} with "
-                  f"{fmts[0]!r} vs {other[np.flatnonzero(first != other)[0]]} with "
-                  f"{fmts[1]!r})",
-                  f"Pass {opt}={fmts[0]!r} or {opt}={fmts[1]!r} (whichever the file uses).")
-        fmt = full[0]
-        parsed, mixed = results[fmt]
-    if mixed and repairs is not None:
-        repairs.add("utc_offsets_to_utc", len(col),
-                    "timestamps carry different UTC offsets: {count:,} converted to UTC "
-                    "(tz-naive UTC times)")
-    out = parsed.to_numpy()[codes]
-    return out
-
-
-def _as_timestamp(df, *, source, file, row_label, timestamp_format=None,
-                  repairs=None) -> np.ndarray:
-    col = df["timestamp"]
-    fix = ("Every event needs a time: fix or remove these rows, or pass "
-           "timestamp_format='%Y-%m-%d %H:%M:%S' (strftime codes) matching the file.")
-    missing = col.isna().to_numpy()
-    if missing.any():
-        _fail(source, file, "timestamp", missing, col, df.index, row_label,
-              "have a missing timestamp", fix)
-    if isinstance(col.dtype, pd.DatetimeTZDtype):
-        col = col.dt.tz_localize(None)  # keep local wall-clock time
-    if pd.api.types.is_datetime64_any_dtype(col.dtype):
-        parsed = col.to_numpy()
-    elif pd.api.types.is_numeric_dtype(col.dtype):
-        _fail(source, file, "timestamp", np.ones(len(col), bool), col, df.index, row_label,
-              "are numbers, not dates",
-              "Numeric times are ambiguous: convert them to datetimes first, or use the "
-              "tabular source with timestamp_unit='s' (or 'ms', 'D').")
-    else:
-        parsed = _parse_strings(col, df.index, timestamp_format, source=source, file=file,
-                                row_label=row_label, repairs=repairs)
-    _check_range(parsed, df["timestamp"], df.index, source=source, file=file,
-                 row_label=row_label,
-                 fix="Fix or remove these rows (a typo in the year?); numeric epochs: check "
-                     "timestamp_unit.")
-    return parsed.astype("datetime64[ns]")
 
 
 def validate_events(
@@ -453,15 +278,15 @@ def validate_events(
         is missing/unparseable/ambiguous/out of range, an id is not an exact integer,
         or a code is out of range.
     """
-    where = _where(source, file)
+    here = where(source, file)
     if not isinstance(df, pd.DataFrame):
-        raise DataError(f"{where}: expected a pandas DataFrame of events, got {type(df).__name__}.")
+        raise DataError(f"{here}: expected a pandas DataFrame of events, got {type(df).__name__}.")
     if len(df) == 0:
-        raise DataError(f"{where}: no events (0 rows). Check the file and any filters.")
+        raise DataError(f"{here}: no events (0 rows). Check the file and any filters.")
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(
-            f"{where}: missing required column(s) {missing}; present: {list(df.columns)}. "
+            f"{here}: missing required column(s) {missing}; present: {list(df.columns)}. "
             "Rename them or give a column mapping (tabular source: columns={...})."
         )
     kw = dict(source=source, file=file, row_label=row_label)
@@ -473,10 +298,10 @@ def validate_events(
                              repairs=repairs, **kw)
     bad = out["item_id"] < NO_ITEM
     if bad.any():
-        _fail(source, file, "item_id", bad, df["item_id"], df.index, row_label,
+        fail(source, file, "item_id", bad, df["item_id"], df.index, row_label,
               f"are negative (only {NO_ITEM} = NO_ITEM is allowed)",
               "Re-map the item ids to non-negative integers.")
-    out["timestamp"] = _as_timestamp(df, timestamp_format=timestamp_format, repairs=repairs,
+    out["timestamp"] = as_timestamp(df, timestamp_format=timestamp_format, repairs=repairs,
                                      **kw)
     if "basket_id" in df.columns:
         out["basket_id"] = _as_int(df, "basket_id", fix=id_fix, repairs=repairs, **kw)
@@ -499,7 +324,7 @@ def validate_events(
         et = _as_int(df, "event_type", fix="Use attnlab.data.schema.EventType codes.", **kw)
         valid = np.isin(et, [int(e) for e in EventType if e != EventType.PAD])
         if not valid.all():
-            _fail(source, file, "event_type", ~valid, df["event_type"], df.index, row_label,
+            fail(source, file, "event_type", ~valid, df["event_type"], df.index, row_label,
                   "are not valid EventType codes (1..4)",
                   "Use attnlab.data.schema.EventType (PAD = 0 is reserved for padding).")
         out["event_type"] = et.astype(np.int8)
