@@ -9,7 +9,7 @@ The allowed keys of a group are the keys of its YAML defaults
 optional keys the code reads: :data:`attnlab.models.registry.MODEL_KEYS` and the
 family's options (:data:`attnlab.models.registry.FAMILY_OPTIONS`: the attention layer's
 keyword arguments under ``model.attention``, a backbone's under ``model.backbone``), and
-each task class's ``KEYS`` / ``SUBKEYS`` (:mod:`attnlab.train.tasks`).
+the fields of each typed task config (:mod:`attnlab.train.task_config`).
 ``tests/train/test_config_check.py`` checks that every key the code reads is allowed and
 that no YAML default is a key nothing reads. The trainer group is typed separately
 (:class:`attnlab.train.optim.TrainerConfig`); value ranges are checked by

@@ -1,0 +1,114 @@
+"""``churn``: labelled cut-offs per customer, a binary loss, probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from attnlab.baselines.registry import CHURN, FittedBaseline, churn_baselines
+from attnlab.data import splits as protocols
+from attnlab.data.batching import make_batch
+from attnlab.data.sequences import SequenceStore
+from attnlab.data.splits import Examples, Split
+from attnlab.eval import evaluate as evaluation
+from attnlab.train.task_config import ChurnConfig
+from attnlab.train.tasks.common import check_baselines, pad_rows, predictor, typed
+from attnlab.train.tasks.sampling import pick_per_group
+
+
+class ChurnTask:
+    """No purchase within ``horizon`` after the cut-off (AUC, PR-AUC, log loss, Brier).
+
+    Trains on ``split.train`` examples only (inputs and labels before the validation
+    cut-off in temporal mode; disjoint customers in holdout mode). With
+    ``train_stride`` the split has rolling training cut-offs (many labels per
+    customer, :func:`attnlab.data.splits.churn_split`); each pass then draws
+    ``windows_per_customer`` of a customer's labelled cut-offs (0 = all).
+
+    """
+
+    name = "churn"
+    monitor = "auc"
+    target_counts = None  # no catalogue
+    split_hint = ("Move task.cutoff (null = the last day minus the horizon) or shorten task.horizon so "
+                  "that every window holds customers with purchases before it, or use "
+                  "task.mode=holdout_customers.")
+
+    CONFIG = ChurnConfig
+
+    def __init__(self, cfg: ChurnConfig | Mapping[str, Any]):
+        self.cfg = cfg = typed(ChurnConfig, cfg)
+        self.monitor = cfg.monitor or type(self).monitor
+        check_baselines(cfg.baselines, CHURN, "churn")
+
+    def split(self, store: SequenceStore, *, seed: int) -> Split:
+        return protocols.churn_split(store, cutoff=self.cfg.cutoff, horizon=self.cfg.horizon, mode=self.cfg.mode,
+                                     seed=seed, train_stride=self.cfg.train_stride)
+
+    def baselines(self, store: SequenceStore, split: Split) -> dict[str, FittedBaseline]:
+        """``{name: FittedBaseline}`` (predictor + fit seconds) of ``task.baselines``."""
+        horizon_days = protocols.to_duration_seconds(self.cfg.horizon) / 86400.0
+        return churn_baselines(self.cfg.baselines, store, split, horizon_days=horizon_days)
+
+    def evaluate(self, prob_fn, store: SequenceStore, examples: Examples, *, progress: bool):
+        return evaluation.evaluate_churn(prob_fn, store, examples)
+
+    def prepare(self, store: SequenceStore, split: Split) -> None:
+        if split.train is None or len(split.train) == 0:
+            raise ValueError("churn: the split has no training examples; move the cut-off later.")
+        ex = split.train
+        self._offsets = np.concatenate([[0], np.flatnonzero(np.diff(ex.customer)) + 1, [len(ex)]]).astype(np.int64)
+
+    def train_rows(self, split: Split, *, epoch: int, seed: int) -> np.ndarray:
+        """Rows of ``split.train`` used in one pass: ``windows_per_customer`` distinct
+        labelled cut-offs per customer (all of them if it has fewer), seeded by
+        ``(seed, epoch)``; 0 = every row."""
+        per = self.cfg.windows_per_customer
+        n = len(split.train)
+        if not per:
+            return np.arange(n)
+        return np.sort(pick_per_group(self._offsets, per, np.random.default_rng([seed, epoch, 2])))
+
+    def steps_per_epoch(self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int) -> int:
+        per = self.cfg.windows_per_customer
+        counts = np.diff(self._offsets)
+        n = int(np.minimum(counts, per).sum()) if per else int(counts.sum())
+        return -(-n // batch_size)
+
+    def train_batches(self, store, split, *, max_len, batch_size, epoch, seed, memory=0):
+        """Yields ``(inputs, labels)``. ``memory`` is ignored: the churn head does not
+        read the copy head's history memory."""
+        ex = split.train.take(self.train_rows(split, epoch=epoch, seed=seed))
+        order = np.random.default_rng([seed, epoch]).permutation(len(ex))
+        for i in range(0, len(order), batch_size):
+            sel = order[i : i + batch_size]
+            b = make_batch(store, customers=ex.customer[sel], ends=ex.end[sel], cutoffs=ex.cutoff[sel],
+                           max_len=max_len)
+            labels = np.full(batch_size, -1.0, np.float32)  # -1 marks padded rows
+            labels[: len(sel)] = ex.label[sel]
+            yield pad_rows(b.model_inputs(), batch_size), labels
+
+    @staticmethod
+    def n_targets(labels) -> int:
+        """Labelled rows in one batch (padding rows are -1)."""
+        return int((np.asarray(labels) >= 0).sum())
+
+    @staticmethod
+    def loss(model, inputs, labels, rngs):
+        logit = model.churn_logit(inputs, rngs=rngs)
+        mask = labels >= 0
+        bce = optax.sigmoid_binary_cross_entropy(logit, jnp.clip(labels, 0.0, 1.0))
+        return jnp.sum(jnp.where(mask, bce, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+
+    def model_scores(self, model, *, max_len: int, batch_size: int):
+        @nnx.jit
+        def probs(model, inputs):
+            return jax.nn.sigmoid(model.churn_logit(inputs))
+
+        return predictor(probs, model, max_len=max_len, batch_size=batch_size, use_cutoff=True)

@@ -1,0 +1,210 @@
+"""``next_item`` and ``next_basket``: windows over the training prefixes, every position
+with a target trained, full-catalogue scores."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Iterator
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from attnlab.baselines.registry import RANKING, FittedBaseline, ranking_baselines
+from attnlab.data import splits as protocols
+from attnlab.data.batching import make_batch, next_basket_targets, window_ends
+from attnlab.data.sequences import SequenceStore
+from attnlab.data.splits import Examples, Split
+from attnlab.eval import evaluate as evaluation
+from attnlab.train.task_config import NextBasketConfig, NextItemConfig, RankingTaskConfig
+from attnlab.train.tasks.common import ScoreFn, check_baselines, pad_rows, predictor, require_items, typed
+from attnlab.train.tasks.sampling import NegativeSampler, pick_per_group, sample_target_positions
+
+
+class NextItemTask:
+    """Next item after the history (leave-last-basket-out, full-catalogue ranking).
+
+    Training windows (:meth:`train_windows`): each pass draws ``windows_per_customer``
+    window ends per customer, seeded by ``(seed, epoch)``, among the ends of the
+    customer's training baskets that have a next-basket target; a window is the last
+    ``max_len`` events before its end. So the last slot of every window, the slot the
+    test query sits in, is trained, and every basket of the training prefix can end a
+    window (not only the most recent one). Every position's target is an item of the
+    next purchase basket (:func:`attnlab.data.batching.next_basket_targets`); all
+    positions with a target are trained (``loss_positions: 0``), or a seeded sample of
+    ``loss_positions`` per window.
+
+    Features (``task.encoder``, the model's default encoder): ``causal``, forward
+    positions and event-local features, so a position's input never depends on the events after it
+    (no "age at the window's end", which would tell an inner position when the window's
+    next basket comes and differs from the test query's age 0).
+
+    Loss: logQ-corrected sampled softmax over ``sampled_softmax.negatives`` shared
+    popularity-sampled negatives per batch (:class:`NegativeSampler`, proposal fitted
+    on the training targets only); the exact full softmax when ``negatives`` is 0 or at
+    least the catalogue size. Evaluation always ranks the full catalogue.
+
+    After :meth:`prepare`, :attr:`target_counts` holds the training-target count per
+    item (the catalogue bias is initialised from it).
+
+    """
+
+    name = "next_item"
+    monitor = "ndcg@10"
+    split_hint = ("Every customer needs task.min_baskets purchase baskets (the last one is the test "
+                  "target, the one before the validation target): lower task.min_baskets (>= 2) or use "
+                  "more data.")
+
+    CONFIG: type[RankingTaskConfig] = NextItemConfig
+
+    def __init__(self, cfg: RankingTaskConfig | Mapping[str, Any]):
+        self.cfg = typed(type(self).CONFIG, cfg)
+        cfg = self.cfg
+        self.monitor = cfg.monitor or type(self).monitor
+        self.ks = cfg.ks
+        check_baselines(cfg.baselines, RANKING, "ranking")
+        self.sampler: NegativeSampler | None = None
+        self.target_counts: np.ndarray | None = None
+
+    # -- protocol ---------------------------------------------------------------
+    def split(self, store: SequenceStore, *, seed: int) -> Split:
+        require_items(store, self.name)
+        return protocols.next_item_split(store, seed=seed, min_baskets=self.cfg.min_baskets)
+
+    def baselines(self, store: SequenceStore, split: Split) -> dict[str, FittedBaseline]:
+        """``{name: FittedBaseline}`` (predictor + fit seconds) of ``task.baselines``."""
+        return ranking_baselines(self.cfg.baselines, store, split)
+
+    def evaluate(self, score_fn: ScoreFn, store: SequenceStore, examples: Examples, *, progress: bool):
+        return evaluation.evaluate_next_item(score_fn, store, examples, ks=self.ks, progress=progress)
+
+    # -- training data ----------------------------------------------------------
+    def prepare(self, store: SequenceStore, split: Split) -> None:
+        self._targets = next_basket_targets(store, split.train_end)
+        self._ends, self._end_offsets = window_ends(store, self._targets)
+        hits = self._targets[self._targets > 0]
+        self.target_counts = np.bincount(hits, minlength=store.n_items + 1)
+        self.sampler = None
+        ss = self.cfg.sampled_softmax
+        if ss.negatives and ss.negatives < store.n_items:
+            self.sampler = NegativeSampler(self.target_counts, proposal=ss.proposal, alpha=ss.alpha)
+
+    def train_windows(self, store: SequenceStore, split: Split, *, max_len: int, epoch: int = 0,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``(customers, ends)`` of one pass's training windows (after :meth:`prepare`).
+
+        ``windows_per_customer`` distinct ends per customer (all of them if it has
+        fewer), drawn uniformly from its candidate ends with ``(seed, epoch)``.
+        """
+        per = self.cfg.windows_per_customer
+        if self.cfg.window_ends == "latest":
+            return self._latest_windows(store, split, max_len=max_len)
+        chosen = pick_per_group(self._end_offsets, per, np.random.default_rng([seed, epoch, 2]))
+        cust_of = np.repeat(np.arange(len(self._end_offsets) - 1), np.diff(self._end_offsets))
+        return cust_of[chosen], self._ends[chosen]
+
+    def _latest_windows(self, store: SequenceStore, split: Split, *, max_len: int):
+        """The v0.1 windows (``window_ends: latest``, kept for the ablation): the training
+        prefix cut into non-overlapping ``max_len`` windows from ``train_end`` backwards,
+        at most ``windows_per_customer``; the same every pass. The newest window ends at
+        ``train_end``, whose last basket has no target, so its last slot is never trained."""
+        starts = np.asarray(store.offsets)[:-1]
+        n = np.asarray(split.train_end) - starts
+        k = np.minimum(np.ceil(n / max_len).astype(np.int64), self.cfg.windows_per_customer)
+        cust = np.repeat(np.arange(store.n_customers), k)
+        rank = np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)
+        ends = np.asarray(split.train_end)[cust] - rank * max_len
+        keep = ends - starts[cust] >= 2
+        return cust[keep], ends[keep]
+
+    def steps_per_epoch(self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int) -> int:
+        """Batches in one pass (after :meth:`prepare`)."""
+        if self.cfg.window_ends == "latest":
+            n = len(self._latest_windows(store, split, max_len=max_len)[0])
+        else:
+            n = int(np.minimum(np.diff(self._end_offsets), self.cfg.windows_per_customer).sum())
+        return -(-n // batch_size)
+
+    def train_batches(
+        self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int, epoch: int, seed: int,
+        memory: int = 0,
+    ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+        """Yields ``(inputs, targets)``; targets hold ``index``/``item`` ``int32[batch, P]``
+        and, with sampled softmax, the batch's shared negatives ``neg_item int32[N]``
+        and ``neg_log_count float32[N]`` (``log(N q)``).
+
+        ``P = max_len`` (every position with a target) unless ``loss_positions`` asks for
+        a seeded sample per window. Negatives come from their own ``(seed, epoch)``
+        generator, so a resumed run draws the same ones and turning sampled softmax on
+        leaves the order and positions unchanged. ``memory``: history-memory slots per
+        row (``model.history_memory``; 0 = none).
+        """
+        cust, ends = self.train_windows(store, split, max_len=max_len, epoch=epoch, seed=seed)
+        rng = np.random.default_rng([seed, epoch])
+        neg_rng = np.random.default_rng([seed, epoch, 1])
+        order = rng.permutation(len(cust))
+        for i in range(0, len(order), batch_size):
+            sel = order[i : i + batch_size]
+            batch = make_batch(store, customers=cust[sel], ends=ends[sel], cutoffs=None,
+                               max_len=max_len, targets=self._targets, memory=memory)
+            if self.cfg.loss_positions:
+                index, item = sample_target_positions(batch.targets, self.cfg.loss_positions, rng)
+            else:
+                index = np.broadcast_to(np.arange(max_len, dtype=np.int32), batch.targets.shape).copy()
+                item = batch.targets.astype(np.int32)
+            inputs = pad_rows(batch.model_inputs(), batch_size)
+            targets = pad_rows({"index": index, "item": item}, batch_size)
+            if self.sampler is not None:
+                targets["neg_item"], targets["neg_log_count"] = self.sampler.draw(
+                    neg_rng, self.cfg.sampled_softmax.negatives)
+            yield inputs, targets
+
+    @staticmethod
+    def n_targets(targets) -> int:
+        """Training targets in one batch (positions with a target item)."""
+        return int((np.asarray(targets["item"]) > 0).sum())
+
+    @staticmethod
+    def loss(model, inputs, targets, rngs):
+        """Mean ``-log P(target)`` over positions with a target; sampled softmax when
+        ``targets`` carries negatives (``neg_item``, ``neg_log_count``)."""
+        h = model.hidden(inputs, rngs=rngs)
+        negatives = (targets["neg_item"], targets["neg_log_count"]) if "neg_item" in targets else None
+        logp = model.target_log_prob(h, inputs, targets["index"], targets["item"], negatives=negatives)
+        mask = targets["item"] > 0
+        return -jnp.sum(jnp.where(mask, logp, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+
+    def model_scores(self, model, *, max_len: int, batch_size: int) -> ScoreFn:
+        """A score function over the catalogue for the evaluator."""
+
+        @nnx.jit
+        def scores(model, inputs):
+            return model.next_item_scores(inputs)
+
+        return predictor(scores, model, max_len=max_len, batch_size=batch_size, use_cutoff=False,
+                          memory=model.history_memory)
+
+
+class NextBasketTask(NextItemTask):
+    """Items of the next basket after a global cut-off (Recall/NDCG/PHR, repeat vs explore).
+
+    Trains exactly like :class:`NextItemTask` on the ``train_end`` prefixes (events
+    before the validation cut-off); scores the catalogue from the latest visible event.
+    """
+
+    name = "next_basket"
+    monitor = "recall@10"
+    CONFIG = NextBasketConfig
+    split_hint = ("Put task.valid_cutoff < task.test_cutoff inside the data span, with purchases after "
+                  "each (null = the defaults: the last 10% of the span is test, the 10% before it "
+                  "validation), or lower task.min_history_baskets.")
+
+    def split(self, store: SequenceStore, *, seed: int) -> Split:
+        require_items(store, self.name)
+        return protocols.next_basket_split(
+            store, valid_cutoff=self.cfg.valid_cutoff, test_cutoff=self.cfg.test_cutoff,
+            min_history_baskets=self.cfg.min_history_baskets,
+        )
+
+    def evaluate(self, score_fn: ScoreFn, store: SequenceStore, examples: Examples, *, progress: bool):
+        return evaluation.evaluate_next_basket(score_fn, store, examples, ks=self.ks, progress=progress)
