@@ -65,6 +65,11 @@ class Checkpoints:
         """Save ``nnx.state(nodes)`` and JSON ``meta`` as ``step`` in ``latest``/``best``."""
         mngr = self._manager(which)
         state = nnx.to_pure_dict(nnx.state(nodes))
+        if step in mngr.all_steps():
+            # a run killed after saving ``best`` and before ``latest`` of this epoch: resumed from
+            # the ``latest`` before it, the relaunch redoes the epoch and replaces that copy
+            # (Orbax refuses a step that exists: StepAlreadyExistsError)
+            mngr.delete(step)
         mngr.save(step, args=self._args_save(state, meta), force=True)
         mngr.wait_until_finished()
 
