@@ -191,13 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         print(md)
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
-            from attnlab.train.results import atomic_write_text
+            from attnlab.atomic import atomic_write_text
 
             atomic_write_text(args.out / f"{name}.md", md)
             atomic_write_text(args.out / f"{name}.tex", to_latex(table))
             atomic_write_text(args.out / f"{name}.csv", to_csv(table))
     if args.readme:
-        from attnlab.train.results import atomic_write_text
+        from attnlab.atomic import atomic_write_text
 
         text = args.readme.read_text()
         for t in tables:

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides.append(f"experiment_name={study}-best")
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)  # checks that the command composes
-    from attnlab.train.results import atomic_write_text
+    from attnlab.atomic import atomic_write_text
 
     atomic_write_text(args.sweep_dir / "best_overrides.txt", "\n".join(overrides) + "\n")
     cfg = OmegaConf.load(tdir / ".hydra" / "config.yaml")  # what the trial actually ran

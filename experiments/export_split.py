@@ -30,7 +30,7 @@ _verbose = False  # -v / --verbose (taken out of the command line before Hydra p
 def main(cfg: DictConfig) -> None:
     from attnlab.data.export import check_formats, describe, export_split
     from attnlab.data.pipeline import store_from_config
-    from attnlab.train.results import git_sha
+    from attnlab.results import git_sha
     from attnlab.train.tasks import check_split, make_task
 
     c = OmegaConf.to_container(cfg, resolve=True)

@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     text = "\n".join(out) + "\n"
     print(text)
     if args.write:
-        from attnlab.train.results import atomic_write_text
+        from attnlab.atomic import atomic_write_text
 
         atomic_write_text(Path(args.write), text)
     return 0

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from attnlab.data import DataError
 from attnlab.data.pipeline import fingerprint, load_events, store_from_config
-from attnlab.train import results as res
+from attnlab import results as res
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 

@@ -51,7 +51,7 @@ from attnlab.data.pipeline import _json_default
 from attnlab.data.schema import EventType
 from attnlab.data.sequences import DICT_GROUPS, EVENT_ARRAYS, SequenceStore, purchase_mask, range_events
 from attnlab.data.splits import Examples, Protocol, Split, event_customer, iso
-from attnlab.train.results import _atomic_write, atomic_write_text
+from attnlab.atomic import atomic_write, atomic_write_text
 
 
 class ExportFormat(str, enum.Enum):
@@ -214,7 +214,7 @@ def _lists(offsets: np.ndarray, values: np.ndarray) -> pa.Array:
 
 def _write_parquet(path: Path, columns: Mapping[str, Any]) -> int:
     table = pa.table(dict(columns))
-    _atomic_write(path, lambda f: pq.write_table(table, f), binary=True, suffix=".parquet")
+    atomic_write(path, lambda f: pq.write_table(table, f), binary=True, suffix=".parquet")
     return table.num_rows
 
 
@@ -332,7 +332,7 @@ def _write_inter(path: Path, rows: _Rows, tokens: list[str]) -> int:
             f.write("".join(f"{u[r]}\t{i[r]}\t{t[r]}\t{' '.join(tokens[a[r]:b[r]])}\n"
                             for r in range(lo, min(lo + 65_536, len(u)))))
 
-    _atomic_write(path, write, binary=False)
+    atomic_write(path, write, binary=False)
     return len(u)
 
 

@@ -193,7 +193,7 @@ def load_runs(source: Any, configs: Sequence[Any] | None = None) -> list[dict[st
     Args:
       source: a directory (a Hydra multirun/run directory, searched recursively for
         ``result.json``, or a results-index folder ``<results_dir>/<experiment>``), a
-        path to a result JSON, a :class:`attnlab.train.results.RunResult`, a result dict
+        path to a result JSON, a :class:`attnlab.results.RunResult`, a result dict
         (the JSON), a ``(result, config)`` tuple, or a list of any of these.
       configs: optional configs aligned with a list ``source`` (e.g. the composed Hydra
         configs passed to ``train_and_evaluate``). Without one, a run's config is the

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from attnlab.train.results import RunResult
+from attnlab.results import RunResult
 
 ORDER = ("model", "personal_repeat", "most_popular")
 #: cost columns, printed after the metrics: (header, keys read in order, kind)

@@ -112,10 +112,10 @@ def load_runs(results_dir: str | Path, experiment: str, *, warn=None) -> list[Ru
     """Every indexed run of ``experiment`` (one file per config hash: a re-run replaces it).
 
     Unreadable files (truncated JSON, no ``config``) are skipped and ``warn(message)``
-    names each one (:func:`attnlab.train.results.read_index`): a bad file costs its own
+    names each one (:func:`attnlab.results.read_index`): a bad file costs its own
     row, never the table.
     """
-    from attnlab.train.results import read_index
+    from attnlab.results import read_index
 
     folder = Path(results_dir) / experiment
     if not folder.is_dir():

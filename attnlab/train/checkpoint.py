@@ -1,4 +1,4 @@
-"""Orbax checkpoints of (model, optimizer) state + trainer bookkeeping, with resume.
+"""Orbax checkpoints of (model, optimizer) state + the typed :class:`TrainState`, with resume.
 
 Two managers under ``directory``: ``latest/`` (resume point, written every epoch) and
 ``best/`` (best validation epoch, used for the final test evaluation). Orbax writes
@@ -8,6 +8,7 @@ leaves a half-written checkpoint that looks valid.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -116,3 +117,59 @@ class Checkpoints:
             self._closed = True
             self._latest.close()
             self._best.close()
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Where a run's training stands; saved as the metadata of every checkpoint, so a
+    resumed run continues exactly (also its early stopping and its history)."""
+
+    epoch: int = 0              # passes done
+    step: int = 0               # optimisation steps done
+    total_steps: int = 0        # the schedule's length (the step budget)
+    best: float | None = None   # best validation monitor so far
+    best_epoch: int = -1
+    best_valid: dict[str, float] = dataclasses.field(default_factory=dict)
+    bad_epochs: int = 0         # passes since the best (early stopping)
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    train_events: int = 0
+    train_targets: int = 0
+    train_seconds: float = 0.0
+    resume_key: str = ""        # hash of the config minus what may change on resume
+    data_fingerprint: str = ""
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], *, fresh: "TrainState") -> "TrainState":
+        """A restored state; keys an older checkpoint lacks keep ``fresh``'s values."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return dataclasses.replace(fresh, **{k: v for k, v in meta.items() if k in known})
+
+
+def resume(ckpts: Checkpoints, nodes, *, fresh: TrainState, max_epochs: int) -> TrainState:
+    """The ``latest`` checkpoint restored into ``nodes``, refused (naming the folder and
+    the fix) when it belongs to another config, other data or another schedule, or has
+    trained more passes than ``max_epochs``."""
+    state = TrainState.from_meta(ckpts.restore("latest", nodes), fresh=fresh)
+    where = ckpts.directory
+    if state.resume_key != fresh.resume_key:
+        raise RuntimeError(
+            f"the checkpoint in {where} was written by a different config (key {state.resume_key}, this "
+            f"run {fresh.resume_key}); only trainer.max_epochs and trainer.patience may change on resume. "
+            "Use a new output dir or delete it.")
+    if state.data_fingerprint != fresh.data_fingerprint:
+        raise RuntimeError(
+            f"the checkpoint in {where} was trained on different data (fingerprint {state.data_fingerprint}, "
+            f"now {fresh.data_fingerprint}); delete {where} to train afresh on the current data.")
+    if state.total_steps != fresh.total_steps:
+        raise RuntimeError(
+            f"the checkpoint in {where} follows a learning-rate schedule of {state.total_steps} steps, this "
+            f"config one of {fresh.total_steps} (with trainer.max_steps=null the schedule length is "
+            f"max_epochs passes); resume with the same budget (trainer.max_steps={state.total_steps}) or "
+            f"delete {where}.")
+    if state.epoch > max_epochs:
+        raise RuntimeError(
+            f"the checkpoint in {where} has trained {state.epoch} epochs, more than trainer.max_epochs="
+            f"{max_epochs}; it cannot be resumed as a shorter run. Delete {where} (or use a new output "
+            f"dir) to train {max_epochs} epochs.")
+    log.info("resumed from %s at epoch %d (step %d)", where, state.epoch, state.step)
+    return state

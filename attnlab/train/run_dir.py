@@ -3,7 +3,7 @@
 * :func:`register_resolvers` adds the OmegaConf resolver ``attnlab_run_id`` used by
   ``hydra.run.dir`` in ``configs/config.yaml``: ``<config hash prefix>-p<pid>-<launch
   microseconds>``. The hash prefix matches the run's results-index entry
-  (:func:`attnlab.train.results.config_hash`); pid and launch time make two runs
+  (:func:`attnlab.results.config_hash`); pid and launch time make two runs
   launched in the same second (same config or not) land in different folders.
 * :class:`RunLock` makes a run refuse a folder that another live run owns: a lock file
   ``<run dir>/.attnlab.lock`` holds the owner's host, pid and process start time; it is
@@ -70,7 +70,7 @@ def full_config_hash(root: Any) -> str:
     and :func:`run_id` compute it (``hydra``, ``paths`` and ``ckpt_path`` left out)."""
     from omegaconf import OmegaConf
 
-    from attnlab.train.results import config_hash
+    from attnlab.results import config_hash
 
     if not OmegaConf.is_config(root):
         root = OmegaConf.create(root)

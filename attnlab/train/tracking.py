@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 class NullTracker:
     """Tracks nothing; same interface as :class:`WandbTracker`."""
 
+    wants_media = False  # images (learning curves, attention heatmaps) are not built for it
+
     def __init__(self):
         self.logged: list[tuple[int | None, dict[str, Any]]] = []
         self.summary: dict[str, Any] = {}
@@ -130,6 +132,60 @@ class WandbTracker(NullTracker):
 
     def finish(self):
         self._run.finish()
+
+
+def learning_curves(history: list[dict[str, Any]], *, monitor: str, title: str = ""):
+    """Training loss and the validation monitor per epoch (two panels); returns a
+    matplotlib Figure (no pyplot: never touches a notebook's backend)."""
+    from matplotlib.figure import Figure
+
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(8, 3), layout="constrained")
+    a, b = fig.subplots(1, 2)
+    a.plot(epochs, [h["train_loss"] for h in history], marker="o")
+    a.set(xlabel="epoch", ylabel="train loss", title="training loss")
+    b.plot(epochs, [h.get(f"valid/{monitor}", float("nan")) for h in history], marker="o", color="C1")
+    b.set(xlabel="epoch", ylabel=f"valid {monitor}", title=f"validation {monitor}")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def log_final(tracker, result, *, monitor: str, attention=None) -> None:
+    """The end-of-run payload: the test metrics as a table (one row per contender) and in
+    the summary (``test/<contender>/<metric>``); for trackers that want media, the
+    learning curves and ``attention()`` (a Figure of one test customer's attention, or
+    None for families without softmax weights) as images."""
+    names = list(result.metrics)
+    cols = sorted({k for d in result.metrics.values() for k in d})
+    tracker.log_table("test/metrics", ["contender", *cols],
+                      [[n, *[result.metrics[n].get(k) for k in cols]] for n in names])
+    if tracker.wants_media:
+        if result.history:
+            p = result.provenance
+            tracker.log_figure("plots/learning_curves", learning_curves(
+                result.history, monitor=monitor,
+                title=f"{p['model']} on {p['data']}/{p['task']}, seed {p['seed']}"))
+        fig = attention() if attention is not None else None
+        if fig is not None:
+            tracker.log_figure("plots/attention", fig)
+    tracker.set_summary({f"test/{m}/{k}": v for m, d in result.metrics.items() for k, v in d.items()})
+
+
+def attention_heatmap(model, store, examples, *, task: str, row: int = 0):
+    """The attention heatmap of one test customer (a Figure), or None for families without
+    softmax weights."""
+    from attnlab.explain import NoAttentionWeightsError, TimeReference, explain_example, plot_attention_heatmap
+
+    if len(examples) == 0:
+        return None
+    ref = TimeReference.CUTOFF if task == "churn" else TimeReference.LATEST_EVENT
+    try:
+        explanation = explain_example(model, store, examples, row, time_reference=ref)
+    except NoAttentionWeightsError as e:
+        log.info("no attention heatmap: %s", e)
+        return None
+    return plot_attention_heatmap(explanation)
 
 
 def _png(figure):

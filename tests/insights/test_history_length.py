@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from attnlab.insights import history_length as hl
-from attnlab.train.results import RunResult
+from attnlab.results import RunResult
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

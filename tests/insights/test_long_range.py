@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from attnlab.insights import long_range as lr
 from attnlab.train.loop import train_and_evaluate
-from attnlab.train.results import RunResult
+from attnlab.results import RunResult
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from attnlab import results as res
+from attnlab.atomic import atomic_write_npz
 from attnlab.report import tables as T
-from attnlab.train import results as res
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +46,7 @@ def write_run(results_dir, model, seed, model_hits, base_hits, *, pop_hits=None,
             "report": cfg.get("report", {})}
     path = res.completed_path(results_dir, cfg)
     arrays = {f"{k}/{m}": (v if m == "hr@10" else v / 2) for k, v in per.items() for m in ("hr@10", "ndcg@10")}
-    res.atomic_write_npz(path.with_suffix(".npz"), arrays)
+    atomic_write_npz(path.with_suffix(".npz"), arrays)
     res.write_result(res.RunResult(metrics=metrics, valid={}, history=[], provenance=prov,
                                    config=res.result_config(cfg)), path)
     return path

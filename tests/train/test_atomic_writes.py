@@ -1,4 +1,4 @@
-"""Result files are written atomically and stay readable (attnlab.train.results)."""
+"""Result files are written atomically and stay readable (attnlab.atomic)."""
 
 import os
 import stat
@@ -6,7 +6,7 @@ import stat
 import numpy as np
 import pytest
 
-from attnlab.train import results as res
+from attnlab import atomic as res
 
 
 def _mode(path):
@@ -33,6 +33,6 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        res._atomic_write(tmp_path / "r.json", lambda f: f.write(str(Boom())), binary=False)
+        res.atomic_write(tmp_path / "r.json", lambda f: f.write(str(Boom())), binary=False)
     assert (tmp_path / "r.json").read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]

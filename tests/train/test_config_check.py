@@ -112,7 +112,6 @@ def _keys_read(source: str, names: set[str]) -> set[str]:
 
 def test_every_model_key_the_code_reads_is_allowed_for_every_family():
     read = _keys_read(inspect.getsource(registry.build_model), {"model_cfg"})
-    read |= _keys_read(inspect.getsource(loop._run), {"mcfg"})
     sections = _keys_read(inspect.getsource(registry._transformer), {"model_cfg"})
     sections |= _keys_read(inspect.getsource(registry._lstm), {"model_cfg"})
     assert {"d_model", "max_len", "item_head", "history_memory"} <= read and sections == {"attention", "backbone"}

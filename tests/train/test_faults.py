@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 
 import attnlab.train.loop as loop
-from attnlab.train import results as res
+from attnlab import results as res
 from attnlab.train import tasks
 from attnlab.train.checkpoint import CheckpointError, Checkpoints
 from attnlab.train.loop import train_and_evaluate
@@ -154,7 +154,7 @@ def test_runs_launched_in_the_same_second_get_their_own_folders(tmp_path):
     assert a.parent == b.parent == Path("R/runs/default/vanilla-next_item-synthetic")
     assert a != b, dirs
     from attnlab.train.loop import _as_dict
-    from attnlab.train.results import config_hash
+    from attnlab.results import config_hash
 
     c = _as_dict(tiny_cfg(tmp_path, "seed=3", "paths.root=R"))  # the run's own (index) hash
     for d in (a, b):

@@ -47,7 +47,7 @@ import numpy as np
 import pytest
 
 from attnlab.data.pipeline import load_store
-from attnlab.train import results as res
+from attnlab import results as res
 from attnlab.train.run_dir import LOCK_NAME, RUN_FILE
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from attnlab.train import results as res
+from attnlab import results as res
 from attnlab.train.loop import train_and_evaluate
 from tests.train.test_train import tiny_cfg
 
