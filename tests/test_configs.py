@@ -45,3 +45,15 @@ def test_every_group_has_options():
 def test_experiment_overrides_root_keys(experiment):
     cfg = compose_cfg([f"experiment={experiment}"])
     assert cfg.experiment_name == experiment
+
+
+def test_every_package_folder_is_listed_in_pyproject():
+    """pyproject.toml lists packages explicitly (kernels/ installs as attnlab.kernels): a new
+    sub-package left out of the list would be missing from a wheel."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "attnlab").rglob("__init__.py")}
+    found |= {"attnlab." + ".".join(p.parent.relative_to(root).parts) for p in (root / "kernels").rglob("__init__.py")}
+    assert found == listed, (sorted(found - listed), sorted(listed - found))

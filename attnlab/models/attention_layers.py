@@ -3,7 +3,7 @@
 A softmax family only decides the :class:`attnlab.ops.AttentionSpec` (and owns any
 parameters that spec needs, e.g. learnable decay slopes); projections and the call
 into the shared op :func:`attnlab.ops.attention` are common. The linear family swaps
-the op for :mod:`attnlab.ops.linear_attention` and can also stream (``init_state`` /
+the op for :mod:`attnlab.ops.linear` and can also stream (``init_state`` /
 ``step``). Every layer maps ``(x [batch, length, d_model], context) -> [batch, length,
 d_model]`` where ``context`` carries ``lengths int32[batch]`` and ``time
 float32[batch, length]`` (days relative to the cutoff, <= 0).
@@ -28,8 +28,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from attnlab.ops import AttentionSpec, DecayFn, attention
-from attnlab.ops import linear_attention as lin
-from attnlab.ops.reference import reference_attention
+from attnlab.ops import linear as lin
+from attnlab.ops.attention.reference import reference_attention
 
 #: ``nnx.Intermediate`` name under which a layer in ``record_weights`` mode sows its weights.
 RECORDED = "recorded"
@@ -169,7 +169,7 @@ class SparseAttention(SelfAttention):
 class LinearAttention(SelfAttention):
     """Causal linear attention with ``phi = elu + 1`` (Katharopoulos et al., 2020) and an
     optional learnable per-head forgetting factor ``gamma_h = sigmoid(raw_h)`` in (0, 1)
-    (RetNet-style decay, Sun et al., 2023), via :mod:`attnlab.ops.linear_attention`.
+    (RetNet-style decay, Sun et al., 2023), via :mod:`attnlab.ops.linear`.
 
     Training uses the chunked parallel form; :meth:`step` is the O(1)-per-event
     recurrence on a per-customer state.

@@ -167,9 +167,8 @@ def validate_model_config(model_cfg: Mapping[str, Any]) -> None:
 
 
 def _validate_family_options(name: str, opts: dict[str, Any]) -> None:
-    from attnlab.ops.attention import Impl
-    from attnlab.ops.linear_attention import FeatureMap
-    from attnlab.ops.spec import DecayFn
+    from attnlab.ops.attention import DecayFn, Impl
+    from attnlab.ops.linear import FeatureMap
 
     def choice(key, allowed):
         if key in opts and opts[key] not in allowed:

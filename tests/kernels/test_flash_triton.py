@@ -16,10 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attnlab.kernels.flash_triton import flash_attention
-from attnlab.kernels.tuning import FlashTuning
-from attnlab.ops.reference import reference_attention
-from attnlab.ops.spec import DecayFn
+from attnlab.kernels.flash_triton import FlashTuning, flash_attention
+from attnlab.ops.attention import DecayFn, reference_attention
 from tests.ops.attention_suite import (
     AttentionSuite,
     Features,

@@ -1,5 +1,5 @@
 """GPU-path checks that run on CPU: cross-lowering to the Triton custom call, the
-tile-skipping bounds, ``unsupported_reason`` and the tuning heuristic.
+tile-skipping bounds, ``why_unsupported`` and the tuning heuristic.
 
 Cross-lowering traces ``jax.jit(f)`` and lowers it for ``cuda`` on a CPU-only host.
 The Pallas Triton lowering rule runs during that lowering, so this proves that every
@@ -19,10 +19,15 @@ import numpy as np
 import pytest
 from jax._src.pallas.triton import lowering as triton_lowering
 
-from attnlab.kernels import flash_triton
-from attnlab.kernels.flash_triton import flash_attention, unsupported_reason
-from attnlab.kernels.tuning import FlashTuning, default_tuning
-from attnlab.ops.spec import AttentionSpec, DecayFn
+from attnlab.kernels.flash_triton import (
+    FlashTuning,
+    default_tuning,
+    flash_attention,
+    query_tile_range,
+    why_unsupported,
+)
+from attnlab.ops.attention import AttentionSpec, DecayFn, StaticSpec
+from attnlab.ops.attention.visibility import key_block_range
 from tests.ops.attention_suite import FEATURES, make_spec
 
 #: Custom-call targets of a Pallas Triton kernel: jaxlib <= 0.10.2 emits the first,
@@ -109,10 +114,9 @@ def _visible(n, lq, lk, causal, window, num_global):
     return m
 
 
-def _static(causal, window, num_global, lq, lk):
-    return flash_triton._Static(
-        causal=causal, window=window, num_global=num_global, decay_fn=None, time_unit=1.0,
-        scale=1.0, q_len=lq, k_len=lk, tuning=FlashTuning(), interpret=True)
+def _static(causal, window, num_global):
+    return StaticSpec(causal=causal, window=window, num_global=num_global, decay_fn=None,
+                      time_unit=1.0, scale=1.0)
 
 
 CASES = [
@@ -128,17 +132,17 @@ CASES = [
 def test_tile_ranges_visit_exactly_the_live_tiles(causal, window, num_global, n, bq, bk):
     """Every tile with a visible entry is visited exactly once; no dead tile is visited."""
     lq = lk = 64
-    st = _static(causal, window, num_global, lq, lk)
+    st = _static(causal, window, num_global)
     vis = _visible(n, lq, lk, causal, window, num_global)
     live = vis.reshape(lq // bq, bq, lk // bk, bk).any(axis=(1, 3))  # [q tiles, k tiles]
     for qt in range(lq // bq):
-        g_hi, lo, hi = map(int, flash_triton._key_tile_ranges(
-            jnp.int32(qt * bq), jnp.int32(n), jnp.int32(n), bq, bk, st))
+        g_hi, lo, hi = map(int, key_block_range(
+            jnp.int32(qt * bq), bq, bk, st, k_len=jnp.int32(n), q_len=jnp.int32(n)))
         visited = list(range(0, g_hi)) + list(range(lo, hi))
         assert len(set(visited)) == len(visited), f"q tile {qt}: tile visited twice"
         assert sorted(visited) == list(np.flatnonzero(live[qt])), f"q tile {qt}"
     for kt in range(lk // bk):
-        lo, hi = map(int, flash_triton._query_tile_range(
+        lo, hi = map(int, query_tile_range(
             jnp.int32(kt * bk), jnp.int32(n), jnp.int32(n), bq, bk, st))
         assert list(range(lo, hi)) == list(np.flatnonzero(live[:, kt])), f"k tile {kt}"
 
@@ -151,20 +155,20 @@ def _args(b=2, n=40, h=2, d=32, dtype=jnp.bfloat16):
     return x, x, x
 
 
-def test_unsupported_reason():
+def test_why_unsupported():
     spec = AttentionSpec(causal=True)
-    assert unsupported_reason(*_args(), spec, platform="gpu") is None
-    assert unsupported_reason(*_args(d=24), spec, platform="cuda") is None  # padded to 32
-    cpu = unsupported_reason(*_args(), spec, platform="cpu")
+    assert why_unsupported(*_args(), spec, platform="gpu") is None
+    assert why_unsupported(*_args(d=24), spec, platform="cuda") is None  # padded to 32
+    cpu = why_unsupported(*_args(), spec, platform="cpu")
     assert "CUDA GPU" in cpu and "interpret=True" in cpu
-    assert "'tpu'" in unsupported_reason(*_args(), spec, platform="tpu")
-    assert "head_dim" in unsupported_reason(*_args(d=256), spec, platform="gpu")
-    assert "dtype" in unsupported_reason(*_args(dtype=jnp.int32), spec, platform="gpu")
+    assert "'tpu'" in why_unsupported(*_args(), spec, platform="tpu")
+    assert "head_dim" in why_unsupported(*_args(d=256), spec, platform="gpu")
+    assert "dtype" in why_unsupported(*_args(dtype=jnp.int32), spec, platform="gpu")
     q, _, _ = _args()
-    assert "grouped" in unsupported_reason(q, *_args(h=1)[:2], spec, platform="gpu")
+    assert "grouped" in why_unsupported(q, *_args(h=1)[:2], spec, platform="gpu")
     short = AttentionSpec(timestamps=jnp.zeros((2, 30)), decay_slopes=jnp.ones((2,)),
                           decay_fn=DecayFn.LINEAR)
-    assert "timestamps" in unsupported_reason(*_args(), short, platform="gpu")
+    assert "timestamps" in why_unsupported(*_args(), short, platform="gpu")
     with pytest.raises(ValueError, match="timestamps"):
         flash_attention(*(jnp.zeros((2, 40, 2, 32)),) * 3, spec=short)
 

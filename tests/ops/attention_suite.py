@@ -35,8 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attnlab.ops.reference import reference_attention
-from attnlab.ops.spec import AttentionSpec, DecayFn
+from attnlab.ops.attention import AttentionSpec, DecayFn, reference_attention
 
 
 @dataclasses.dataclass(frozen=True)

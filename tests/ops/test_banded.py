@@ -1,14 +1,17 @@
 """The shared attention suite on the banded path for causal windows, plus its own
-checks: band geometry, global keys overlapping the band, routing, memory."""
+checks: band geometry, global keys overlapping the band, memory. (Which path the
+dispatcher takes for a window is tested in ``test_dispatch.py``.)"""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attnlab.ops import banded, xla_chunked
-from attnlab.ops.spec import AttentionSpec, DecayFn
-from attnlab.ops.xla_chunked import ChunkConfig, WindowPath, chunked_attention
+from attnlab.ops.attention import AttentionSpec, DecayFn, attention, banded
+from attnlab.ops.attention import tuning as numbers
+from attnlab.ops.attention.banded import BandConfig, banded_attention
+from attnlab.ops.attention.banded_loops import slab_origin
+from attnlab.ops.attention.xla_chunked import ChunkConfig, chunked_attention
 from tests.ops.attention_suite import AttentionSuite, Features, make_qkv, make_spec
 
 
@@ -16,36 +19,41 @@ class TestBandedSmallBlocks(AttentionSuite):
     """Causal windows forced onto the band with 8-position blocks (window 13 spans
     ``m = 2`` previous blocks), 2 (batch, head) rows per loop step, so slab edges,
     the clamped first slabs and the global block all straddle each other. Non-causal
-    windows and window-free specs run the loop path, as in production."""
+    windows and window-free specs are no band: they run the loop path, as the
+    dispatcher would send them."""
 
     def impl(self, q, k, v, spec):
-        cfg = ChunkConfig(window_path=WindowPath.BANDED, band_block=8, band_rows=2)
-        return chunked_attention(q, k, v, spec=spec, config=cfg)
+        if spec.causal and spec.window is not None:
+            return banded_attention(q, k, v, spec=spec, config=BandConfig(block=8, rows=2))
+        return chunked_attention(q, k, v, spec=spec, config=ChunkConfig())
 
 
 class _Banded(AttentionSuite):
+    """The band with ``config``, or the dispatcher's choice when ``config`` is None."""
+
     def __init__(self, config):
         self.config = config
 
     def impl(self, q, k, v, spec):
-        return chunked_attention(q, k, v, spec=spec, config=self.config)
+        if self.config is None:
+            return attention(q, k, v, spec=spec)
+        return banded_attention(q, k, v, spec=spec, config=self.config)
 
 
-_FORCED = ChunkConfig(window_path=WindowPath.BANDED)
+_FORCED = BandConfig()
 
 
 @pytest.mark.parametrize(
     "length,window,num_global,decay,config",
     [
         (150, 37, 0, DecayFn.LOG1P, _FORCED),  # window not a power of two
-        (150, 37, 5, DecayFn.LINEAR, ChunkConfig(window_path=WindowPath.BANDED,
-                                                  band_block=16, band_rows=3)),
+        (150, 37, 5, DecayFn.LINEAR, BandConfig(block=16, rows=3)),
         (100, 300, 4, DecayFn.LOG1P, _FORCED),  # window > length: plain causal
         (90, 16, 24, DecayFn.LOG1P, _FORCED),  # globals overlap the band
-        (90, 16, 24, None, ChunkConfig(window_path=WindowPath.BANDED, band_block=8)),
+        (90, 16, 24, None, BandConfig(block=8)),
         (90, 1, 0, None, _FORCED),  # window 1: each query sees only itself
         (90, 1, 3, DecayFn.LINEAR, _FORCED),  # ... plus the globals
-        (130, 64, 7, DecayFn.LOG1P, None),  # AUTO: the production route
+        (130, 64, 7, DecayFn.LOG1P, None),  # the dispatcher: the production route
     ],
 )
 def test_band_cases(length, window, num_global, decay, config):
@@ -61,7 +69,7 @@ def test_band_cases(length, window, num_global, decay, config):
 def test_window_one_is_identity_on_values():
     b, n, h, d = 2, 40, 2, 8
     q, k, v = make_qkv(b, n, h, d)
-    out = chunked_attention(q, k, v, spec=AttentionSpec(window=1), config=_FORCED)
+    out = banded_attention(q, k, v, spec=AttentionSpec(window=1), config=_FORCED)
     np.testing.assert_allclose(np.asarray(out), np.asarray(v), rtol=0, atol=1e-6)
 
 
@@ -76,24 +84,27 @@ def test_window_one_is_identity_on_values():
     (100, 64, 300, (128, 64, 1)),
 ])
 def test_band_geometry(length, block, window, expected):
-    st = banded.band_static(length, block, window=window, num_global=0, decay_fn=None,
-                            time_unit=1.0, batch_heads=16)
+    st = banded.band_tiling(length, block, window=window, num_global=0, batch_heads=16)
     assert (st.length, st.block, st.prev) == expected
     assert st.prev * st.block >= window - 1 or st.prev == st.num_blocks - 1
     assert st.bh % st.rows == 0
 
 
-@pytest.mark.parametrize("block,window,batch_heads,rows", [
-    (64, 64, 16, 16),  # 64 x 128 scores per row: every row fits one step
-    (256, 256, 16, 4),  # 256 x 512 per row: 4 rows make 2^19 scores
-    (256, 256, 6, 3),  # lowered to a divisor of batch * heads
-    (1024, 2048, 16, 1),  # one row is already over budget: at least one
+@pytest.mark.parametrize("block,window,batch_heads", [
+    (64, 64, 16),  # small steps: every row fits one step
+    (256, 256, 16),
+    (256, 256, 6),  # lowered to a divisor of batch * heads
+    (1024, 2048, 16),  # one row is already over budget: at least one
 ])
-def test_default_step_fits_budget(block, window, batch_heads, rows):
-    st = banded.band_static(4096, block, window=window, num_global=0, decay_fn=None,
-                            time_unit=1.0, batch_heads=batch_heads)
-    assert st.rows == rows
-    assert st.rows * st.block * st.band <= max(banded.STEP_SCORES, st.block * st.band)
+def test_default_step_fits_budget(block, window, batch_heads):
+    """The default row count is the largest divisor of batch * heads whose step stays
+    within the score budget (at least one row)."""
+    st = banded.band_tiling(4096, block, window=window, num_global=0, batch_heads=batch_heads)
+    per_row = st.block * st.band
+    assert st.bh % st.rows == 0
+    assert st.rows * per_row <= max(numbers.BAND_STEP_SCORES, per_row)
+    larger = [r for r in range(st.rows + 1, batch_heads + 1) if batch_heads % r == 0]
+    assert all(r * per_row > numbers.BAND_STEP_SCORES for r in larger)
 
 
 @pytest.mark.parametrize("num_global,length,window,expected", [
@@ -103,8 +114,7 @@ def test_default_step_fits_budget(block, window, batch_heads, rows):
     (5, 10, 40, 0),  # every global key already inside every window
 ])
 def test_global_keys(num_global, length, window, expected):
-    st = banded.band_static(length, 16, window=window, num_global=num_global,
-                            decay_fn=None, time_unit=1.0, batch_heads=1)
+    st = banded.band_tiling(length, 16, window=window, num_global=num_global, batch_heads=1)
     assert st.global_keys == expected
 
 
@@ -115,11 +125,10 @@ def test_global_keys(num_global, length, window, expected):
 def test_slab_holds_every_key_in_the_window(length, block, window):
     """Each step's key slab [k0, k0 + K) lies inside the sequence and contains every
     key any of its queries sees through the window."""
-    st = banded.band_static(length, block, window=window, num_global=0, decay_fn=None,
-                            time_unit=1.0, batch_heads=2, rows=1)
+    st = banded.band_tiling(length, block, window=window, num_global=0, batch_heads=2, rows=1)
     seen_rows = set()
     for step in range(st.num_steps):
-        r0, q0, k0 = (int(x) for x in banded.slab_origin(jnp.int32(step), st))
+        r0, q0, k0 = (int(x) for x in slab_origin(jnp.int32(step), st))
         seen_rows.add(r0)
         assert 0 <= k0 and k0 + st.band <= st.length
         for i in range(q0, q0 + st.block):
@@ -128,28 +137,12 @@ def test_slab_holds_every_key_in_the_window(length, block, window):
     assert seen_rows == {0, 1}
 
 
-@pytest.mark.parametrize("spec,length,config,banded_path", [
-    (AttentionSpec(window=64), 256, None, True),  # slab 128 of 256
-    (AttentionSpec(window=256), 4096, None, True),  # slab 512
-    (AttentionSpec(window=2048), 4096, None, True),  # slab 2304 <= 3/4 of 4096
-    (AttentionSpec(window=256), 512, None, False),  # slab = the whole sequence
-    (AttentionSpec(window=4096), 4096, None, False),
-    (AttentionSpec(window=256), 512, _FORCED, True),
-    (AttentionSpec(window=16), 4096, ChunkConfig(window_path=WindowPath.LOOP), False),
-    (AttentionSpec(causal=False, window=16), 4096, _FORCED, False),  # not a band
-    (AttentionSpec(), 4096, _FORCED, False),
-])
-def test_routing(spec, length, config, banded_path):
-    cfg = config or xla_chunked.default_config(length, 16, window=spec.window)
-    assert xla_chunked.use_banded(spec, cfg, length) is banded_path
-
-
 def test_backward_memory_is_linear_in_length():
     """Compiled fwd+bwd temp memory grows ~linearly (quadratic would be 4x per doubling)."""
     def temp_bytes(n):
         q, k, v = (jax.ShapeDtypeStruct((1, n, 1, 16), jnp.float32),) * 3
         spec = AttentionSpec(window=32, num_global=4)
-        loss = lambda q, k, v: jnp.sum(chunked_attention(q, k, v, spec=spec))  # noqa: E731
+        loss = lambda q, k, v: jnp.sum(banded_attention(q, k, v, spec=spec))  # noqa: E731
         mem = jax.jit(jax.grad(loss, (0, 1, 2))).lower(q, k, v).compile().memory_analysis()
         return mem.temp_size_in_bytes
 

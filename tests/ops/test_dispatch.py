@@ -1,8 +1,6 @@
 """The dispatcher: preference order, decline reasons, pinned implementations raise."""
 
-import importlib
 import logging
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,18 +8,16 @@ import numpy as np
 import pytest
 
 from attnlab.ops.attention import (
-    CPU_REFERENCE_MAX_LENGTH,
+    AttentionSpec,
     AttentionUnsupportedError,
     Impl,
     attention,
+    dispatch,
     explain_dispatch,
+    reference_attention,
 )
-from attnlab.ops.reference import reference_attention
-from attnlab.ops.spec import AttentionSpec
+from attnlab.ops.attention.tuning import CPU_REFERENCE_MAX_LENGTH
 from tests.ops.attention_suite import AttentionSuite
-
-# (``attnlab.ops.attention`` the attribute is the function; fetch the module itself.)
-attention_mod = importlib.import_module("attnlab.ops.attention")
 
 
 def _qkv(n, batch=1, heads=1, d=8, lk=None):
@@ -33,7 +29,10 @@ def _qkv(n, batch=1, heads=1, d=8, lk=None):
 @pytest.fixture
 def no_kernel(monkeypatch):
     """Pretend the Pallas kernel module cannot be imported."""
-    monkeypatch.setattr(attention_mod._PallasTriton, "module_name", "attnlab.kernels._missing_")
+    def load_kernel():
+        raise ModuleNotFoundError("No module named 'attnlab.kernels._missing_'")
+
+    monkeypatch.setattr(dispatch, "load_kernel", load_kernel)
 
 
 def test_cpu_short_sequences_use_reference():
@@ -52,17 +51,18 @@ def test_gpu_prefers_kernel_and_logs_decline(no_kernel, caplog):
         d = explain_dispatch(*_qkv(1024), spec=AttentionSpec(), platform="gpu")
     assert d.chosen is Impl.XLA_CHUNKED
     (name, reason), = d.declined
-    assert name is Impl.PALLAS_TRITON and "cannot import attnlab.kernels._missing_" in reason
+    assert name is Impl.PALLAS_TRITON and "cannot import attnlab.kernels.flash_triton" in reason
+    assert "No module named 'attnlab.kernels._missing_'" in reason
     assert "pallas_triton declined" in caplog.text
 
 
 def test_kernel_decline_reason_is_passed_through(monkeypatch):
     class FakeKernel:
         @staticmethod
-        def unsupported_reason(q, k, v, spec, *, platform):
+        def why_unsupported(q, k, v, spec, *, platform):
             return f"head_dim {q.shape[-1]} not supported on {platform}"
 
-    monkeypatch.setitem(sys.modules, "attnlab.kernels.flash_triton", FakeKernel)
+    monkeypatch.setattr(dispatch, "load_kernel", lambda: FakeKernel)
     d = explain_dispatch(*_qkv(64), spec=AttentionSpec(), platform="gpu")
     assert d.declined == ((Impl.PALLAS_TRITON, "head_dim 8 not supported on gpu"),)
     with pytest.raises(AttentionUnsupportedError, match="head_dim 8 not supported on gpu"):
@@ -95,7 +95,7 @@ def test_bad_shapes_are_declined_everywhere():
         explain_dispatch(q, q, q, spec=AttentionSpec())
 
 
-@pytest.mark.parametrize("impl", [None, "reference", "xla_chunked"])
+@pytest.mark.parametrize("impl", [None, "reference", "xla_chunked", "banded"])
 def test_every_impl_agrees(impl):
     rng = np.random.default_rng(0)
     q, k, v = (jnp.asarray(rng.standard_normal((2, 300, 2, 16), np.float32)) for _ in range(3))
@@ -103,6 +103,48 @@ def test_every_impl_agrees(impl):
     want = reference_attention(q, k, v, spec=spec)
     got = jax.jit(lambda q, k, v: attention(q, k, v, spec=spec, impl=impl))(q, k, v)
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("spec,length,chosen,reason", [
+    (AttentionSpec(window=64), 256, Impl.BANDED, None),  # slab 128 of 256
+    (AttentionSpec(window=256), 4096, Impl.BANDED, None),
+    (AttentionSpec(window=2048), 4096, Impl.BANDED, None),  # slab 2304 of 4096
+    (AttentionSpec(window=256), 512, Impl.XLA_CHUNKED, "key slab"),  # slab = the sequence
+    (AttentionSpec(window=4096), 4096, Impl.XLA_CHUNKED, "key slab"),
+    (AttentionSpec(causal=False, window=16), 4096, Impl.XLA_CHUNKED, "causal"),
+])
+def test_explain_dispatch_reports_the_band_decision(spec, length, chosen, reason):
+    """A windowed spec on CPU tries the band first; explain_dispatch says why it was
+    passed by (its key slab is too large a part of the sequence, or it is no band)."""
+    d = explain_dispatch(*_qkv(length), spec=spec, platform="cpu")
+    assert d.chosen is chosen
+    if reason is None:
+        assert d.declined == ()
+    else:
+        (name, why), = d.declined
+        assert name is Impl.BANDED and reason in why
+
+
+def test_band_is_no_candidate_without_a_window():
+    for platform in ("cpu", "gpu", "tpu"):
+        d = explain_dispatch(*_qkv(4096), spec=AttentionSpec(), platform=platform)
+        assert Impl.BANDED not in [name for name, _ in d.declined] + [d.chosen]
+
+
+def test_pinned_band_runs_when_it_can_and_raises_when_it_cannot():
+    """Pinned, the band runs any causal window (a large slab is slow, not wrong) and
+    raises, naming the reason, for a spec that is no band."""
+    assert explain_dispatch(*_qkv(512), spec=AttentionSpec(window=256), impl="banded",
+                            platform="cpu").chosen is Impl.BANDED
+    with pytest.raises(AttentionUnsupportedError, match="impl='banded'.*causal window"):
+        explain_dispatch(*_qkv(512), spec=AttentionSpec(causal=False, window=8), impl="banded")
+    with pytest.raises(AttentionUnsupportedError, match="impl='banded'.*needs a local window"):
+        explain_dispatch(*_qkv(512), spec=AttentionSpec(), impl="banded")
+
+
+def test_gpu_falls_back_to_the_band_for_windows(no_kernel):
+    d = explain_dispatch(*_qkv(1024), spec=AttentionSpec(window=32), platform="gpu")
+    assert d.chosen is Impl.BANDED and [n for n, _ in d.declined] == [Impl.PALLAS_TRITON]
 
 
 class TestDispatchedAttention(AttentionSuite):

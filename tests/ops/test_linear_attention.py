@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attnlab.ops import linear_attention as lin
+from attnlab.ops import linear as lin
 
 B, L, H, D = 3, 13, 2, 4  # 13: not a multiple of the chunk
 LENGTHS = np.array([13, 7, 0], np.int32)  # full, ragged, fully padded

@@ -6,19 +6,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attnlab.ops import xla_chunked
-from attnlab.ops.spec import AttentionSpec
-from attnlab.ops.xla_chunked import ChunkConfig, WindowPath, chunked_attention
+from attnlab.ops.attention import AttentionSpec, DecayFn, StaticSpec, xla_chunked
+from attnlab.ops.attention.xla_chunked import ChunkConfig, chunk_tiling, chunked_attention
+from attnlab.ops.attention.xla_chunked_loops import Tiling, key_block_steps
 from tests.ops.attention_suite import AttentionSuite, Features, make_qkv, make_spec
 
 
 class TestXlaChunkedSmallBlocks(AttentionSuite):
     """Tiny blocks (8 x 16) so every test crosses many block boundaries, windows and
-    global blocks straddle blocks, and lengths are not block multiples. Windows take
-    the looped path here; ``tests/ops/test_banded.py`` runs the suite on the band."""
+    global blocks straddle blocks, and lengths are not block multiples. Causal windows
+    have a peer implementation; ``tests/ops/test_banded.py`` runs the suite on it."""
 
     def impl(self, q, k, v, spec):
-        cfg = ChunkConfig(block_q=16, block_k=8, window_path=WindowPath.LOOP)
+        cfg = ChunkConfig(block_q=16, block_k=8)
         return chunked_attention(q, k, v, spec=spec, config=cfg)
 
 
@@ -32,18 +32,22 @@ class _Tiled(AttentionSuite):
 
 @pytest.mark.parametrize(
     "config",
-    [None, ChunkConfig(block_q=32, block_k=64, window_path=WindowPath.LOOP),
-     ChunkConfig(window_path=WindowPath.LOOP)],
+    [None, ChunkConfig(block_q=32, block_k=64), ChunkConfig()],
     ids=["default", "bk_gt_bq", "default_loop"])
 def test_other_tilings(config):
     """The production tiling (one block clipped to the length) and block_k > block_q."""
     b, n, h, d = 3, 150, 2, 16
-    feats = Features("all", window=40, num_global=5, decay=xla_chunked.DecayFn.LOG1P)
+    feats = Features("all", window=40, num_global=5, decay=DecayFn.LOG1P)
     q, k, v = make_qkv(b, n, h, d)
     spec = make_spec(feats, b, n, h)
     suite = _Tiled(config)
     suite.check_forward(q, k, v, spec, str(config))
     suite.check_gradients(q, k, v, spec, str(config))
+
+
+def _spec(features):
+    return StaticSpec(causal=features.causal, window=features.window,
+                      num_global=features.num_global, decay_fn=None, time_unit=1.0, scale=1.0)
 
 
 @pytest.mark.parametrize(
@@ -60,31 +64,29 @@ def test_other_tilings(config):
     ids=lambda x: getattr(x, "name", None),
 )
 def test_visits_only_blocks_in_pattern(features, length, expected):
-    st = xla_chunked._Static(
-        length=length, block_q=16, block_k=16, causal=features.causal, window=features.window,
-        num_global=features.num_global, decay_fn=None, time_unit=1.0, scale=1.0)
-    steps = [int(xla_chunked._key_block_range(jnp.int32(i), st, None)[2]) for i in range(8)]
+    tiling = Tiling(length=length, block_q=16, block_k=16)
+    steps = [int(key_block_steps(jnp.int32(i), _spec(features), tiling)[2]) for i in range(8)]
     assert steps == expected
 
 
 def test_ragged_batch_stops_at_longest_sequence():
-    st = xla_chunked._Static(length=128, block_q=16, block_k=16, causal=False, window=None,
-                             num_global=0, decay_fn=None, time_unit=1.0, scale=1.0)
-    steps = [int(xla_chunked._key_block_range(jnp.int32(i), st, jnp.int32(40))[2])
+    tiling = Tiling(length=128, block_q=16, block_k=16)
+    spec = _spec(Features("full", causal=False))
+    steps = [int(key_block_steps(jnp.int32(i), spec, tiling, jnp.int32(40))[2])
              for i in range(8)]
     assert steps == [3] * 8
 
 
-@pytest.mark.parametrize("length,window,expected", [
-    (256, None, ChunkConfig(256, 256)),
-    (1024, None, ChunkConfig(256, 256)),
-    (2048, None, ChunkConfig(512, 512)),
-    (8192, None, ChunkConfig(512, 512)),
-    (4096, 256, ChunkConfig(128, 128)),
-    (4096, 1024, ChunkConfig(512, 512)),
-])
-def test_default_config(length, window, expected):
-    assert xla_chunked.default_config(length, 32, window=window) == expected
+def test_default_config():
+    """Blocks never shrink as sequences grow, and a small window gets blocks no
+    larger than the same length without one (a block of c rows visits c + window keys)."""
+    lengths = [256, 1024, 2048, 8192]
+    plain = [xla_chunked.default_config(n, 32) for n in lengths]
+    assert all(a.block_q <= b.block_q and a.block_k <= b.block_k
+               for a, b in zip(plain, plain[1:]))
+    for n, cfg in zip(lengths, plain):
+        windowed = xla_chunked.default_config(n, 32, window=256)
+        assert windowed.block_q <= cfg.block_q and windowed.block_k <= cfg.block_k
 
 
 @pytest.mark.parametrize("length,cfg,expected", [
@@ -95,7 +97,8 @@ def test_default_config(length, window, expected):
     (300, ChunkConfig(512, 256), (512, 256, 512)),
 ])
 def test_tiling(length, cfg, expected):
-    assert xla_chunked._tiling(length, cfg) == expected
+    tiling = chunk_tiling(length, cfg)
+    assert (tiling.block_q, tiling.block_k, tiling.length) == expected
 
 
 def test_backward_memory_is_linear_in_length():
@@ -116,7 +119,7 @@ def test_backward_memory_is_linear_in_length():
 def test_unsupported_cross_attention():
     q = jnp.zeros((1, 8, 1, 8))
     k = jnp.zeros((1, 4, 1, 8))
-    assert "q_len == k_len" in xla_chunked.unsupported_reason(q, k, k, AttentionSpec())
+    assert "q_len == k_len" in xla_chunked.why_unsupported(q, k, k, AttentionSpec())
     with pytest.raises(ValueError, match="q_len == k_len"):
         chunked_attention(q, k, k, spec=AttentionSpec())
 
@@ -124,7 +127,7 @@ def test_unsupported_cross_attention():
 def test_timestamps_and_lengths_get_no_gradient():
     b, n, h, d = 2, 12, 2, 8
     q, k, v = make_qkv(b, n, h, d)
-    spec = make_spec(Features("cd", decay=xla_chunked.DecayFn.LOG1P), b, n, h)
+    spec = make_spec(Features("cd", decay=DecayFn.LOG1P), b, n, h)
 
     def loss(t):
         return jnp.sum(chunked_attention(q, k, v, spec=spec.replace(timestamps=t)))

@@ -12,7 +12,7 @@ from pathlib import Path
 import jax.numpy as jnp
 
 from attnlab.report.console import metrics_table
-from attnlab.train.results import RunResult
+from attnlab.results import RunResult
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "experiments" / "train.py"
@@ -97,7 +97,7 @@ def test_no_tpu_probe_line_but_other_backend_failures_still_show(caplog):
 
 def test_attention_choice_logged_once_per_signature_at_debug(caplog):
     ops = importlib.import_module("attnlab.ops.attention")
-    from attnlab.ops.spec import AttentionSpec
+    from attnlab.ops.attention import AttentionSpec
 
     q = jnp.ones((2, 8, 2, 4), jnp.float32)
     q2 = jnp.ones((2, 12, 2, 4), jnp.float32)
@@ -113,9 +113,9 @@ def test_attention_choice_logged_once_per_signature_at_debug(caplog):
 
 def test_attention_choice_that_is_not_the_first_preference_is_info(caplog, monkeypatch):
     ops = importlib.import_module("attnlab.ops.attention")
-    from attnlab.ops.spec import AttentionSpec
+    from attnlab.ops.attention import AttentionSpec
 
-    monkeypatch.setattr(ops._Reference, "is_supported", lambda self, q, k, v, spec, platform: "pretend")
+    monkeypatch.setattr(ops.IMPLEMENTATIONS[ops.Impl.REFERENCE], "why_unsupported", lambda *a, **kw: "pretend")
     q = jnp.ones((1, 4, 1, 8), jnp.float32)
     with caplog.at_level(logging.DEBUG, logger="attnlab.ops.attention"):
         ops.attention(q, q, q, spec=AttentionSpec(causal=True))

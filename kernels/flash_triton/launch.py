@@ -1,9 +1,9 @@
-"""Launch parameters for the Pallas/Triton flash-attention kernel.
+"""Launch parameters of the Pallas/Triton flash-attention kernel.
 
 Tuning is kept apart from model configuration: a model says *what* to attend to
-(:class:`attnlab.ops.spec.AttentionSpec`), a :class:`FlashTuning` says *how* the
-kernel tiles the work. :func:`default_tuning` is a small heuristic; benchmarks may
-pass their own instance.
+(:class:`attnlab.ops.attention.AttentionSpec`), a :class:`FlashTuning` says *how* the
+kernel tiles the work. :func:`default_tuning` is a small heuristic over the numbers
+of :mod:`attnlab.ops.attention.tuning`; benchmarks may pass their own instance.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 
 import jax.numpy as jnp
+
+from attnlab.ops.attention import tuning as numbers
 
 #: Triton's ``tl.dot`` needs every matmul dimension to be at least 16.
 MIN_BLOCK = 16
@@ -42,14 +44,14 @@ class FlashTuning:
       num_stages_bwd: pipelining stages of the backward inner loops.
     """
 
-    block_q: int = 64
-    block_k: int = 64
-    num_warps: int = 4
-    num_stages: int = 2
-    block_q_bwd: int = 32
-    block_k_bwd: int = 32
-    num_warps_bwd: int = 4
-    num_stages_bwd: int = 2
+    block_q: int = numbers.FLASH_BLOCK_Q
+    block_k: int = numbers.FLASH_BLOCK_K
+    num_warps: int = numbers.FLASH_NUM_WARPS
+    num_stages: int = numbers.FLASH_NUM_STAGES
+    block_q_bwd: int = numbers.FLASH_BLOCK_Q_BWD
+    block_k_bwd: int = numbers.FLASH_BLOCK_K_BWD
+    num_warps_bwd: int = numbers.FLASH_NUM_WARPS_BWD
+    num_stages_bwd: int = numbers.FLASH_NUM_STAGES_BWD
 
     def __post_init__(self):
         for name in ("block_q", "block_k", "block_q_bwd", "block_k_bwd"):
@@ -91,7 +93,7 @@ def default_tuning(q_len: int, k_len: int, head_dim: int, dtype) -> FlashTuning:
     ``[block_q, block_k]`` score tile in registers; the backward dK/dV kernel keeps
     two ``[block_k_bwd, head_dim]`` accumulators plus the score, probability and
     gradient tiles, so its tiles are smaller. fp32 inputs take twice the shared
-    memory per tile and get smaller tiles.
+    memory per tile and get smaller tiles; so does a big head.
 
     Args:
       q_len: query length (before padding).
@@ -103,20 +105,35 @@ def default_tuning(q_len: int, k_len: int, head_dim: int, dtype) -> FlashTuning:
       A :class:`FlashTuning` already fitted to the lengths.
     """
     wide = jnp.dtype(dtype).itemsize >= 4
-    big_head = head_dim > 64
-    block_q = 64 if (wide or big_head) else 128
-    block_k = 32 if (wide and big_head) else 64
-    num_warps = 8 if block_q * max(head_dim, block_k) >= 128 * 64 else 4
-    num_stages = 2 if wide else 3
-    block_bwd = 32 if (wide or big_head) else 64
+    big_head = head_dim > numbers.FLASH_BIG_HEAD_DIM
+    block_q, block_k = numbers.FLASH_FWD_BLOCKS[(wide, big_head)]
+    small_warps, many_warps = numbers.FLASH_FWD_WARPS
+    wide_tile = block_q * max(head_dim, block_k) >= numbers.FLASH_FWD_WIDE_TILE
+    block_bwd = numbers.FLASH_BWD_BLOCK[wide or big_head]
     tuning = FlashTuning(
         block_q=block_q,
         block_k=block_k,
-        num_warps=num_warps,
-        num_stages=num_stages,
+        num_warps=many_warps if wide_tile else small_warps,
+        num_stages=numbers.FLASH_FWD_STAGES[wide],
         block_q_bwd=block_bwd,
         block_k_bwd=block_bwd,
-        num_warps_bwd=4 if block_bwd <= 32 else 8,
-        num_stages_bwd=2,
+        num_warps_bwd=numbers.FLASH_BWD_WARPS[wide or big_head],
+        num_stages_bwd=numbers.FLASH_BWD_STAGES,
     )
     return tuning.fitted(q_len, k_len)
+
+
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """How one call runs its kernels (hashable: a static kernel parameter).
+
+    Attributes:
+      q_len, k_len: unpadded lengths (padding rows and keys are masked).
+      tuning: tiles and launch options, fitted to the lengths.
+      interpret: run in Pallas interpret mode (CPU tests).
+    """
+
+    q_len: int
+    k_len: int
+    tuning: FlashTuning
+    interpret: bool

@@ -10,7 +10,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from attnlab.ops.spec import AttentionSpec, decay_bias, visible_mask
+from attnlab.ops.attention.layout import shape_problem
+from attnlab.ops.attention.spec import AttentionSpec
+from attnlab.ops.attention.visibility import decay_penalty, visible
+
+
+def why_unsupported(q, k, v, spec: AttentionSpec, *, platform: str | None = None) -> str | None:
+    """Why :func:`reference_attention` cannot run these operands (only malformed
+    shapes), or None."""
+    del spec, platform
+    return shape_problem(q, k, v)
 
 
 def reference_attention(
@@ -27,22 +36,27 @@ def reference_attention(
       q: ``[batch, q_len, heads, head_dim]``.
       k: ``[batch, k_len, heads, head_dim]``.
       v: ``[batch, k_len, heads, head_dim]``.
-      spec: what to attend to (see :mod:`attnlab.ops.spec`).
+      spec: what to attend to (see :mod:`attnlab.ops.attention.spec`).
       return_weights: also return the ``float32[batch, heads, q_len, k_len]`` weights.
 
     Returns:
       ``[batch, q_len, heads, head_dim]`` in ``q.dtype`` (and the weights if asked).
     """
-    b, lq, h, d = q.shape
+    lq, d = q.shape[1], q.shape[3]
     lk = k.shape[1]
+    static = spec.static(d)
     hi = jax.lax.Precision.HIGHEST
     s = jnp.einsum(
         "bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32), precision=hi
-    ) * spec.softmax_scale(d)
-    bias = decay_bias(spec, lq, lk)
-    if bias is not None:
-        s = s + bias
-    mask = visible_mask(spec, b, lq, lk)[:, None, :, :]
+    ) * static.scale
+    if spec.has_decay:
+        t = jax.lax.stop_gradient(spec.timestamps.astype(jnp.float32))
+        g = decay_penalty(t[:, :lq], t[:, :lk], static)  # [b, q, k]
+        s = s - spec.decay_slopes.astype(jnp.float32)[None, :, None, None] * g[:, None]
+    n = None if spec.lengths is None else spec.lengths.astype(jnp.int32)[:, None, None, None]
+    mask = visible(jnp.arange(lq)[:, None], jnp.arange(lk)[None, :], static, q_len=n, k_len=n)
+    if mask is None:
+        mask = jnp.ones((lq, lk), bool)
     s = jnp.where(mask, s, -jnp.inf)
     row_max = jnp.max(s, axis=-1, keepdims=True)
     row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)

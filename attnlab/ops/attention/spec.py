@@ -1,10 +1,11 @@
 """The attention specification shared by every attention implementation.
 
-Every implementation (``reference``, ``xla_chunked``, ``pallas_triton``) takes
-``q, k, v`` of shape ``[batch, length, heads, head_dim]`` and one frozen
+Every implementation (``reference``, ``xla_chunked``, ``banded``, ``pallas_triton``)
+takes ``q, k, v`` of shape ``[batch, length, heads, head_dim]`` and one frozen
 :class:`AttentionSpec`. The spec describes *what* is attended to; masks and biases
-are computed inside each implementation from these few numbers and are never
-materialised as a ``length x length`` array by the flash paths.
+are computed inside each implementation from these few numbers (with the one rule
+of :mod:`attnlab.ops.attention.visibility`) and are never materialised as a
+``length x length`` array by the blockwise paths.
 
 Semantics (identical for all implementations). For batch ``b``, head ``h``, query
 position ``i`` and key position ``j``, key ``j`` is *visible* from ``i`` iff
@@ -43,6 +44,37 @@ class DecayFn(enum.Enum):
         if self is DecayFn.LOG1P:
             return jnp.log1p(x)
         return x
+
+
+@dataclasses.dataclass(frozen=True)
+class StaticSpec:
+    """An :class:`AttentionSpec` minus its arrays: hashable, so it can be a static
+    argument (a ``custom_vjp`` non-differentiable argument, a Pallas kernel
+    parameter) and decide at trace time which rules apply.
+
+    Attributes:
+      causal: keys after the query are invisible.
+      window: local window size, or None.
+      num_global: leading positions every query sees besides its window.
+      decay_fn: decay shape, or None without time decay.
+      time_unit: divides time gaps before ``decay_fn``.
+      scale: the resolved softmax scale.
+    """
+
+    causal: bool
+    window: int | None
+    num_global: int
+    decay_fn: DecayFn | None
+    time_unit: float
+    scale: float
+
+    @property
+    def has_decay(self) -> bool:
+        return self.decay_fn is not None
+
+    def without_global(self) -> "StaticSpec":
+        """The same spec with no global positions (the local part of a window)."""
+        return dataclasses.replace(self, num_global=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +128,17 @@ class AttentionSpec:
     def softmax_scale(self, head_dim: int) -> float:
         return self.scale if self.scale is not None else 1.0 / math.sqrt(head_dim)
 
+    def static(self, head_dim: int) -> StaticSpec:
+        """The static description of this spec for inputs of ``head_dim`` features."""
+        return StaticSpec(
+            causal=bool(self.causal),
+            window=self.window,
+            num_global=int(self.num_global),
+            decay_fn=self.decay_fn if self.has_decay else None,
+            time_unit=float(self.time_unit),
+            scale=float(self.softmax_scale(head_dim)),
+        )
+
     def replace(self, **changes) -> "AttentionSpec":
         return dataclasses.replace(self, **changes)
 
@@ -105,31 +148,3 @@ jax.tree_util.register_dataclass(
     data_fields=["lengths", "timestamps", "decay_slopes"],
     meta_fields=["causal", "decay_fn", "time_unit", "window", "num_global", "scale"],
 )
-
-
-def visible_mask(spec: AttentionSpec, batch: int, q_len: int, k_len: int) -> jax.Array:
-    """Materialised ``bool[batch, q_len, k_len]`` visibility (reference/debug only)."""
-    i = jnp.arange(q_len)[:, None]
-    j = jnp.arange(k_len)[None, :]
-    mask = jnp.ones((q_len, k_len), dtype=bool)
-    if spec.causal:
-        mask &= j <= i
-    if spec.window is not None:
-        mask &= (i - j < spec.window) | (j < spec.num_global)
-    mask = jnp.broadcast_to(mask, (batch, q_len, k_len))
-    if spec.lengths is not None:
-        n = spec.lengths.astype(jnp.int32)[:, None, None]
-        mask &= (i[None] < n) & (j[None] < n)
-    return mask
-
-
-def decay_bias(spec: AttentionSpec, q_len: int, k_len: int) -> jax.Array | None:
-    """Materialised ``float32[batch, heads, q_len, k_len]`` decay bias (reference only)."""
-    if not spec.has_decay:
-        return None
-    t = spec.timestamps.astype(jnp.float32)
-    t = jax.lax.stop_gradient(t)
-    dt = jnp.abs(t[:, :q_len, None] - t[:, None, :k_len]) / spec.time_unit
-    g = spec.decay_fn.apply(dt)  # [b, q, k]
-    slopes = spec.decay_slopes.astype(jnp.float32)
-    return -slopes[None, :, None, None] * g[:, None, :, :]
