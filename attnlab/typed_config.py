@@ -117,6 +117,8 @@ def _coerce(where: str, value: Any, tp: Any, choice: str) -> Any:
             keys = sorted(f.name for f in dataclasses.fields(inner))
             raise ConfigError(f"{where}={value!r} must be a mapping with keys {keys}.")
         return inner.from_dict(value, group=where, choice=choice)
+    if (inner is dict or typing.get_origin(inner) is dict) and isinstance(value, Mapping):
+        return dict(value)  # dicts, and OmegaConf's DictConfig
     if typing.get_origin(inner) is tuple and isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         return tuple(value)  # lists, and OmegaConf's ListConfig
     return value
@@ -138,6 +140,8 @@ def _type_rule(value: Any, tp: Any) -> str | None:
         return None if ok else "must be a number" + tail
     if inner is str:
         return None if isinstance(value, str) else "must be a string" + tail
+    if inner is dict or typing.get_origin(inner) is dict:
+        return None if isinstance(value, dict) else "must be a mapping" + tail
     if typing.get_origin(inner) is tuple:
         if isinstance(value, (str, bytes)) or not isinstance(value, tuple):
             return "must be a list" + tail

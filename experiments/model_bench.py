@@ -100,7 +100,7 @@ class Runner:
     def __init__(self, family: str, length: int, *, events_per_step: int):
         self.family, self.length = family, length
         self.batch = max(1, events_per_step // length)
-        cfg = {"name": family, "d_model": 64, "n_layers": 2, "n_heads": 2, "max_len": length,
+        cfg = {"name": family, "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 64, "n_layers": 2, "n_heads": 2, "max_len": length,
                "dropout": 0.0, "item_head": "softmax", **FAMILIES[family]}
         self.model = build_model(cfg, n_items=N_ITEMS, seed=0)
         self.opt = nnx.Optimizer(self.model, optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3)),

@@ -43,7 +43,7 @@ sampler = NegativeSampler(counts, proposal="popularity")
 neg, logc = sampler.draw(rng, a.negatives)
 samp_t = {**full_t, "neg_item": neg, "neg_log_count": logc}
 
-cfg = {"name": "vanilla", "d_model": 64, "n_layers": 2, "n_heads": 2, "max_len": L, "dropout": 0.2,
+cfg = {"name": "vanilla", "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 64, "n_layers": 2, "n_heads": 2, "max_len": L, "dropout": 0.2,
        "item_head": a.head}
 runs = {}
 for name, t in [("full", full_t), (f"sampled{a.negatives}", samp_t)]:

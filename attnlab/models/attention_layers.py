@@ -154,8 +154,8 @@ class SparseAttention(SelfAttention):
       num_global: ``G`` leading (oldest) positions of the window that every query sees.
     """
 
-    def __init__(self, d_model: int, *, n_heads: int, impl: str | None = None, window: int = 256,
-                 num_global: int = 0, rngs: nnx.Rngs):
+    def __init__(self, d_model: int, *, n_heads: int, impl: str | None = None, window: int = 64,
+                 num_global: int = 4, rngs: nnx.Rngs):
         super().__init__(d_model, n_heads=n_heads, impl=impl, rngs=rngs)
         self.window = int(window)
         self.num_global = int(num_global)

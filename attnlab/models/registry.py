@@ -26,6 +26,7 @@ from attnlab.models.attention_layers import (
     LinearAttention, SparseAttention, TimeDecayAttention, VanillaAttention,
 )
 from attnlab.models.backbones import LSTMBackbone, TransformerStack
+from attnlab.models.config import ModelConfig, model_config
 from attnlab.models.encoder import EncoderMode
 from attnlab.models.sequence_model import ItemHead, SequenceModel
 
@@ -41,7 +42,7 @@ class ModelDims:
 
 
 #: ``(model_cfg, dims, rngs) -> backbone module`` (see :mod:`attnlab.models.backbones`).
-BackboneBuilder = Callable[[Mapping[str, Any], ModelDims, nnx.Rngs], nnx.Module]
+BackboneBuilder = Callable[[ModelConfig, ModelDims, nnx.Rngs], nnx.Module]
 
 #: name -> attention layer class (attention families only; kept for inspection).
 ATTENTION_FAMILIES: dict[str, Callable[..., nnx.Module]] = {}
@@ -52,15 +53,10 @@ FAMILIES: dict[str, BackboneBuilder] = {}
 #: ``("backbone", {...})`` for whole-backbone families.
 FAMILY_OPTIONS: dict[str, tuple[str, frozenset[str]]] = {}
 
-#: Keys of a ``model`` config group every family reads (``build_model`` and the trainer);
-#: the family's own options live under :data:`FAMILY_OPTIONS` ``[name][0]``.
-MODEL_KEYS = frozenset({
-    "name", "d_model", "n_layers", "n_heads", "max_len", "dropout", "item_head", "encoder",
-    "gap_buckets", "continuous_std", "churn_pool", "history_memory",
-})
-ITEM_HEADS = tuple(h.value for h in ItemHead)
-ENCODERS = tuple(m.value for m in EncoderMode)
-CHURN_POOLS = ("last", "attention")
+#: Keys of a ``model`` config group every family reads (the fields of
+#: :class:`attnlab.models.config.ModelConfig`); the family's own options live under
+#: :data:`FAMILY_OPTIONS` ``[name][0]``.
+MODEL_KEYS = frozenset(f.name for f in dataclasses.fields(ModelConfig)) - {"attention", "backbone"}
 
 
 def _keyword_options(fn: Callable[..., Any], exclude: Iterable[str]) -> frozenset[str]:
@@ -70,8 +66,8 @@ def _keyword_options(fn: Callable[..., Any], exclude: Iterable[str]) -> frozense
                      if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in {"self", *exclude})
 
 
-def _transformer(layer_cls, model_cfg: Mapping[str, Any], dims: ModelDims, rngs: nnx.Rngs):
-    options = dict(model_cfg.get("attention") or {})
+def _transformer(layer_cls, model_cfg: ModelConfig, dims: ModelDims, rngs: nnx.Rngs):
+    options = model_cfg.options
 
     def factory(d_model, rngs):
         return layer_cls(d_model, n_heads=dims.n_heads, rngs=rngs, **options)
@@ -99,9 +95,9 @@ def register_backbone(name: str, builder: BackboneBuilder, *, options: Iterable[
     FAMILY_OPTIONS[name] = ("backbone", frozenset(options))
 
 
-def _lstm(model_cfg: Mapping[str, Any], dims: ModelDims, rngs: nnx.Rngs) -> LSTMBackbone:
+def _lstm(model_cfg: ModelConfig, dims: ModelDims, rngs: nnx.Rngs) -> LSTMBackbone:
     return LSTMBackbone(dims.d_model, n_layers=dims.n_layers, dropout=dims.dropout, rngs=rngs,
-                        **dict(model_cfg.get("backbone") or {}))
+                        **model_cfg.options)
 
 
 register_family("vanilla", VanillaAttention)
@@ -122,51 +118,15 @@ def _integer(cfg: Mapping[str, Any], key: str, *, low: int, what: str, section: 
         raise _bad(section + key, value, f"must be an integer >= {low} ({what})")
 
 
-def validate_model_config(model_cfg: Mapping[str, Any]) -> None:
-    """Raise a ``ValueError`` naming the key and the allowed range for any value of a
-    ``model`` config group that cannot build a model (cheap: no arrays; the trainer calls
-    it before loading data). Unknown keys are checked by
-    :func:`attnlab.train.config_check.check_config` against the group's YAML."""
-    name = model_cfg.get("name")
-    if name not in FAMILIES:
-        raise KeyError(f"unknown model family {name!r}; registered: {sorted(FAMILIES)}. "
-                       "Pick one with model=<name>.")
-    for key in ("name", "d_model", "n_layers", "n_heads", "max_len", "dropout"):
-        if key not in model_cfg:
-            raise ValueError(f"model.{key} is missing (model={name}); configs/model/{name}.yaml sets it.")
-    _integer(model_cfg, "d_model", low=1, what="the model width")
-    _integer(model_cfg, "n_layers", low=1, what="stacked blocks")
-    _integer(model_cfg, "n_heads", low=1, what="attention heads")
-    _integer(model_cfg, "max_len", low=1, what="events per window")
-    section, _ = FAMILY_OPTIONS[name]
-    if section == "attention" and model_cfg["d_model"] % model_cfg["n_heads"]:
-        divisors = [h for h in range(1, model_cfg["d_model"] + 1) if model_cfg["d_model"] % h == 0]
-        raise _bad("n_heads", model_cfg["n_heads"],
-                   f"must divide model.d_model={model_cfg['d_model']} (heads split the width); "
-                   f"allowed: {divisors[:12]}{' ...' if len(divisors) > 12 else ''}")
-    dropout = model_cfg["dropout"]
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
-        raise _bad("dropout", dropout, "a probability in [0, 1)")
-    for key in ("history_memory", "gap_buckets"):
-        if model_cfg.get(key) is not None:
-            _integer(model_cfg, key, low=0, what="0 = off")
-    std = model_cfg.get("continuous_std", 0.02)
-    if std is not None and (isinstance(std, bool) or not isinstance(std, numbers.Real) or not std > 0):
-        raise _bad("continuous_std", std, "a positive init scale, or null for flax's fan-in default")
-    for key, allowed, default in (("item_head", ITEM_HEADS, "softmax"), ("encoder", ENCODERS, None),
-                                  ("churn_pool", CHURN_POOLS, None)):
-        value = model_cfg.get(key, default)
-        if value is not None and value not in allowed:
-            raise _bad(key, value, f"one of {list(allowed)}")
-    if model_cfg.get("history_memory") and model_cfg.get("item_head", "softmax") != "copy":
-        raise ValueError(
-            f"model.history_memory={model_cfg['history_memory']} feeds the copy head, but "
-            f"model.item_head={model_cfg.get('item_head', 'softmax')} has none: set model.history_memory=0 "
-            "with the softmax head (or model.item_head=copy).")
-    _validate_family_options(name, dict(model_cfg.get(section) or {}))
+def validate_model_config(model_cfg: ModelConfig | Mapping[str, Any]) -> ModelConfig:
+    """The ``model`` group typed and checked (:class:`attnlab.models.config.ModelConfig`):
+    an unknown key or a value that cannot build a model raises, naming the key and the
+    allowed range (cheap: no arrays; the trainer calls it before loading data)."""
+    return model_config(model_cfg)
 
 
-def _validate_family_options(name: str, opts: dict[str, Any]) -> None:
+def validate_family_options(name: str, opts: dict[str, Any]) -> None:
+    """Value checks of a family's options (their keys are checked by :class:`ModelConfig`)."""
     from attnlab.ops.attention import DecayFn, Impl
     from attnlab.ops.linear import FeatureMap
 
@@ -193,35 +153,29 @@ def _validate_family_options(name: str, opts: dict[str, Any]) -> None:
             _integer(opts, "chunk", low=1, what="chunk size of the parallel form", section="attention.")
 
 
-def build_model(model_cfg: Any, *, n_items: int, seed: int) -> SequenceModel:
+def build_model(model_cfg: ModelConfig | Mapping[str, Any], *, n_items: int, seed: int) -> SequenceModel:
     """Build a :class:`SequenceModel` from a ``model`` config group.
 
     Args:
-      model_cfg: mapping with ``name`` (a registered family), ``d_model``, ``n_layers``,
-        ``n_heads``, ``max_len``, ``dropout``, optional ``item_head`` (softmax | copy),
-        ``encoder`` (causal | cutoff_relative | event_local; the model configs default
-        to ``${task.encoder}``: causal for ranking, cutoff_relative for churn),
-        ``gap_buckets`` (0 = off), ``continuous_std`` (0.02 when absent; null = flax's
-        fan-in default), and the family's options under ``attention:`` (attention
-        families) or ``backbone:``.
+      model_cfg: a :class:`attnlab.models.config.ModelConfig` or a mapping of its keys
+        (missing keys take its defaults: the recipe of ``configs/model/*.yaml``); the
+        family's options under ``attention:`` (attention families) or ``backbone:``.
       n_items: catalogue size.
       seed: parameter-init seed.
     """
-    validate_model_config(model_cfg)
-    name = model_cfg["name"]
-    dims = ModelDims(d_model=int(model_cfg["d_model"]), n_layers=int(model_cfg["n_layers"]),
-                     n_heads=int(model_cfg["n_heads"]), dropout=float(model_cfg["dropout"]))
+    cfg = model_config(model_cfg)
+    dims = ModelDims(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, dropout=float(cfg.dropout))
     return SequenceModel(
         n_items=n_items,
-        d_model=dims.d_model,
-        max_len=int(model_cfg["max_len"]),
+        d_model=cfg.d_model,
+        max_len=cfg.max_len,
         dropout=dims.dropout,
-        backbone_factory=lambda rngs: FAMILIES[name](model_cfg, dims, rngs),
-        item_head=ItemHead(model_cfg.get("item_head", "softmax")),
-        encoder_mode=EncoderMode(model_cfg.get("encoder") or "cutoff_relative"),
-        gap_buckets=int(model_cfg.get("gap_buckets", 0) or 0),
-        continuous_std=None if (std := model_cfg.get("continuous_std", 0.02)) is None else float(std),
-        churn_pool=str(model_cfg.get("churn_pool") or "last"),
-        history_memory=int(model_cfg.get("history_memory") or 0),
+        backbone_factory=lambda rngs: FAMILIES[cfg.name](cfg, dims, rngs),
+        item_head=ItemHead(cfg.item_head),
+        encoder_mode=EncoderMode(cfg.encoder),
+        gap_buckets=cfg.gap_buckets,
+        continuous_std=None if cfg.continuous_std is None else float(cfg.continuous_std),
+        churn_pool=cfg.churn_pool,
+        history_memory=cfg.history_memory,
         rngs=nnx.Rngs(params=seed),
     )

@@ -49,8 +49,8 @@ from attnlab.data.pipeline import load_sequences
 from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples, Split
 from attnlab.models import build_model
+from attnlab.models.config import model_config
 from attnlab.train.checkpoint import Checkpoints, TrainState, resume
-from attnlab.train.config_check import check_config
 from attnlab.train.optim import TrainerConfig, lr_schedule, make_optimizer
 from attnlab.train.run_dir import RunLock
 from attnlab.train.tasks import check_split, make_task
@@ -112,8 +112,8 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
     out_dir = Path(c["paths"]["output_dir"]).absolute()
     # config mistakes fail before any work: unknown keys, out-of-range values
     tr = TrainerConfig.from_dict(c["trainer"])
-    check_config(c)
     task = make_task(c["task"])
+    model_cfg = model_config(c["model"])
     # one live run per folder: a second launch into it is refused, a dead owner's lock taken over;
     # checkpoint managers and the tracker are closed on the way out, also when the run fails
     with RunLock(out_dir), contextlib.ExitStack() as cleanup:
@@ -126,7 +126,7 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
         tracker = make_tracker(c.get("logger"), config={**c, "provenance": provenance}, directory=str(out_dir))
         cleanup.callback(tracker.finish)
         evaluated = evaluate_baselines(task, store, split, progress=progress)  # before the model: their peak_mb
-        model = build_model(c["model"], n_items=store.n_items, seed=seed)
+        model = build_model(model_cfg, n_items=store.n_items, seed=seed)
         steps_per_epoch = training_passes(task, store, split, tr, max_len=model.max_len)
         ckpts = Checkpoints(out_dir / "checkpoints")
         cleanup.callback(ckpts.close)

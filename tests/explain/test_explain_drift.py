@@ -59,7 +59,7 @@ def make_inputs(seed=0, lengths=(L, 7, 1)):
 
 
 def drifted_model(family):
-    cfg = {"name": family, "d_model": 16, "n_layers": 2, "n_heads": 2, "max_len": L, "dropout": 0.0,
+    cfg = {"name": family, "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 16, "n_layers": 2, "n_heads": 2, "max_len": L, "dropout": 0.0,
            **OPTIONS[family]}
     model = build_model(cfg, n_items=30, seed=0)
     for i, block in enumerate(model.backbone.blocks):

@@ -36,7 +36,7 @@ def store():
 
 
 def make_model(name, n_layers=2):
-    cfg = {"name": name, "d_model": 16, "n_layers": n_layers, "n_heads": 2, "max_len": L,
+    cfg = {"name": name, "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 16, "n_layers": n_layers, "n_heads": 2, "max_len": L,
            "dropout": 0.0, "item_head": "copy", **OPTIONS[name]}
     cfg.update({k: v for k, v in OPTIONS[name].items() if k != "attention"})
     return build_model(cfg, n_items=50, seed=1)

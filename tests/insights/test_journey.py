@@ -24,7 +24,7 @@ def setup():
     store = load_sequences("synthetic", {"n_customers": 30, "n_items": 50, "seed": 5,
                                          "campaigns_per_customer": 2.0}, cache_dir=None, progress=False)
     split = churn_split(store, horizon="4W")
-    cfg = {"name": "time_decay", "d_model": 16, "n_layers": 2, "n_heads": 2, "max_len": L, "dropout": 0.0}
+    cfg = {"name": "time_decay", "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 16, "n_layers": 2, "n_heads": 2, "max_len": L, "dropout": 0.0}
     return store, split.test, build_model(cfg, n_items=store.n_items, seed=0)
 
 

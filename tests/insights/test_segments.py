@@ -108,7 +108,7 @@ def test_representations_from_a_model_read_only_the_visible_history():
     store = load_sequences("synthetic", {"n_customers": 24, "n_items": 40, "seed": 2},
                            cache_dir=None, progress=False)
     test = churn_split(store, horizon="4W").test
-    cfg = {"name": "vanilla", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 16, "dropout": 0.0}
+    cfg = {"name": "vanilla", "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 16, "dropout": 0.0}
     model = build_model(cfg, n_items=store.n_items, seed=0)
     reps = customer_representations(model, store, test, time_reference=TimeReference.CUTOFF, batch_size=8)
     assert reps.shape == (len(test), 16) and np.isfinite(reps).all()

@@ -30,7 +30,7 @@ def make_inputs(seed=0, lengths=LENGTHS):
 
 
 def make_model(name, head="softmax", n_layers=1, **extra):
-    cfg = {"name": name, "d_model": 16, "n_layers": n_layers, "n_heads": 2, "max_len": L,
+    cfg = {"name": name, "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 16, "n_layers": n_layers, "n_heads": 2, "max_len": L,
            "dropout": 0.0, "item_head": head, **OPTIONS.get(name, {}), **extra}
     return build_model(cfg, n_items=V, seed=0)
 

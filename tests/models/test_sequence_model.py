@@ -24,7 +24,7 @@ def inputs(seed=0):
 
 
 def model(head):
-    cfg = {"name": "vanilla", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": L,
+    cfg = {"name": "vanilla", "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": L,
            "dropout": 0.0, "item_head": head}
     return build_model(cfg, n_items=V, seed=0)
 

@@ -1,20 +1,15 @@
-"""Config mistakes in the task and model groups fail before any work, naming the key, the
+"""Config mistakes in the trainer, task and model groups fail before any work, naming the key, the
 group and what is allowed (issue 12, "nothing silent")."""
-
-import ast
-import inspect
-import textwrap
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import attnlab.train.loop as loop
-from attnlab.models import registry
-from attnlab.train import config_check, tasks
+from attnlab.models.config import ModelConfig
 from attnlab.train.loop import train_and_evaluate
 from attnlab.train.optim import TrainerConfig
+from attnlab.train.task_config import TASK_CONFIGS
 from tests.train.test_train import CONFIGS, tiny_cfg
 
 MODELS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
@@ -77,62 +72,18 @@ def test_out_of_range_values_fail_before_any_work(tmp_path, no_data, overrides, 
 
 
 def test_every_experiment_and_search_config_passes_the_check():
-    """The shipped configs never trip the check (they only set keys the code reads)."""
+    """The shipped configs never trip the typed groups (they only set keys the code reads,
+    with values in range)."""
     combos = [[f"experiment={p.stem}"] for p in (CONFIGS / "experiment").glob("*.yaml")]
     combos += [[f"hparams_search={p.stem}", f"model={p.stem}"] for p in (CONFIGS / "hparams_search").glob("*.yaml")]
     combos += [[f"model={m}", f"task={t}"] for m in MODELS for t in TASKS]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         for overrides in combos:
             cfg = compose(config_name="config", overrides=["debug=tiny", *overrides])
-            c = OmegaConf.to_container(cfg, resolve=False)  # keys only (values are checked by the runs)
-            config_check.check_group_keys("task", c["task"])
-            config_check.check_group_keys("model", c["model"])
-
-
-def _keys_read(source: str, names: set[str]) -> set[str]:
-    """String keys read as ``X.get("k"...)`` or ``X["k"]`` where X is one of ``names``
-    (a bare name or an attribute such as ``self.cfg``)."""
-    out = set()
-    for node in ast.walk(ast.parse(textwrap.dedent(source))):
-        target = key = None
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
-                and node.args and isinstance(node.args[0], ast.Constant):
-            target, key = node.func.value, node.args[0].value
-        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
-            target, key = node.value, node.slice.value
-        elif isinstance(node, ast.Call) and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) \
-                and getattr(node.func, "id", "").startswith("_"):  # helpers: _int_option(cfg, "key", ...)
-            target, key = node.args[0], node.args[1].value
-        if target is not None and isinstance(key, str):
-            name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", None)
-            if name in names:
-                out.add(key)
-    return out
-
-
-def test_every_model_key_the_code_reads_is_allowed_for_every_family():
-    read = _keys_read(inspect.getsource(registry.build_model), {"model_cfg"})
-    sections = _keys_read(inspect.getsource(registry._transformer), {"model_cfg"})
-    sections |= _keys_read(inspect.getsource(registry._lstm), {"model_cfg"})
-    assert {"d_model", "max_len", "item_head", "history_memory"} <= read and sections == {"attention", "backbone"}
-    for name in MODELS:
-        allowed = config_check.allowed_keys("model", name)
-        assert read <= allowed[""], (name, read - allowed[""])
-        section, options = registry.FAMILY_OPTIONS[name]
-        assert section in allowed[""] and options <= allowed[section]
-
-
-@pytest.mark.parametrize("group,name", [("model", m) for m in MODELS] + [("task", t) for t in TASKS])
-def test_no_yaml_default_is_a_key_nothing_reads(group, name):
-    """The YAML files only state keys the code declares (else they would be dead settings)."""
-    yaml = config_check.yaml_keys(group, name)
-    if group == "model":
-        section, options = registry.FAMILY_OPTIONS[name]
-        code = {"": registry.MODEL_KEYS | {section}, section: options}
-    else:
-        code = config_check.allowed_keys("task", name)  # the typed task config's fields
-    for section, keys in yaml.items():
-        assert keys <= code.get(section, frozenset()), (section, keys - code.get(section, frozenset()))
+            group = lambda name: OmegaConf.to_container(cfg[name], resolve=True)  # noqa: E731
+            TrainerConfig.from_dict(group("trainer"))
+            TASK_CONFIGS[cfg.task.name].from_dict(group("task"))
+            ModelConfig.from_dict(group("model"))
 
 
 def test_trainer_keys_are_typed_too():

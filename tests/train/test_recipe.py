@@ -97,7 +97,7 @@ def test_every_position_with_a_target_is_trained(store):
 def test_a_positions_state_does_not_depend_on_later_events(store, encoder, leaks):
     """A trained inner query must look like the test query: its hidden state may not
     depend on anything after it (cutoff-relative ages do: they measure to the window end)."""
-    model = build_model({"name": "vanilla", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 16,
+    model = build_model({"name": "vanilla", "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 16,
                          "dropout": 0.0, "item_head": "softmax", "encoder": encoder}, n_items=store.n_items, seed=0)
     c = np.flatnonzero(np.asarray(store.lengths) >= 16)[:4]
     ends = np.asarray(store.offsets)[c] + 16
@@ -111,7 +111,7 @@ def test_a_positions_state_does_not_depend_on_later_events(store, encoder, leaks
 
 def test_continuous_features_start_at_the_embeddings_scale():
     def ratio(std):
-        cfg = {"name": "vanilla", "d_model": 32, "n_layers": 1, "n_heads": 2, "max_len": 8, "dropout": 0.0,
+        cfg = {"name": "vanilla", "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 32, "n_layers": 1, "n_heads": 2, "max_len": 8, "dropout": 0.0,
                "continuous_std": std}
         m = build_model(cfg, n_items=50, seed=0)
         feats = jnp.asarray([[1.5, 3.0, 2.0, 0.7]])  # typical gap / age / value / quantity magnitudes
@@ -126,7 +126,7 @@ def test_continuous_features_start_at_the_embeddings_scale():
 
 
 def test_weight_decay_groups_follow_the_config():
-    m = build_model({"name": "time_decay", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 8,
+    m = build_model({"name": "time_decay", "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 8,
                      "dropout": 0.0, "item_head": "copy"}, n_items=20, seed=0)
     params = nnx.state(m, nnx.Param)
     flat = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(decay_mask(params))}
@@ -139,7 +139,7 @@ def test_weight_decay_groups_follow_the_config():
 
 
 def test_weight_decay_spares_embeddings_in_an_update():
-    m = build_model({"name": "vanilla", "d_model": 8, "n_layers": 1, "n_heads": 2, "max_len": 4,
+    m = build_model({"name": "vanilla", "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 8, "n_layers": 1, "n_heads": 2, "max_len": 4,
                      "dropout": 0.0}, n_items=5, seed=0)
     emb0 = np.asarray(m.encoder.item.embedding[...]).copy()
     ker0 = np.asarray(m.encoder.continuous.kernel[...]).copy()
@@ -252,7 +252,7 @@ def test_attention_pooled_churn_head_learns_a_signal_far_back():
     train, test = data(n), data(256)
 
     def fit(pool):
-        m = build_model({"name": "vanilla", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": L,
+        m = build_model({"name": "vanilla", "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": L,
                          "dropout": 0.0, "churn_pool": pool}, n_items=30, seed=0)
         opt = nnx.Optimizer(m, make_optimizer({"lr": 3e-3, "max_steps": 300, "warmup": 0.0}), wrt=nnx.Param)
 
@@ -312,7 +312,7 @@ def test_history_memory_never_reads_the_window_or_later(store):
 
 
 def test_copy_head_reaches_items_only_in_the_memory(store):
-    cfg = {"name": "vanilla", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 8, "dropout": 0.0,
+    cfg = {"name": "vanilla", "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 8, "dropout": 0.0,
            "item_head": "copy", "history_memory": 8}
     model = build_model(cfg, n_items=store.n_items, seed=0)
     c = np.flatnonzero(np.asarray(store.lengths) >= 40)[:4]
@@ -375,7 +375,7 @@ def test_rolling_holdout_cutoffs_stop_where_the_train_group_has_no_history(seed)
 
 def test_history_memory_without_a_copy_head_is_refused():
     """The memory only feeds the copy head: with the softmax head it would be ignored."""
-    cfg = {"name": "vanilla", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 8, "dropout": 0.0,
+    cfg = {"name": "vanilla", "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 8, "dropout": 0.0,
            "item_head": "softmax", "history_memory": 8}
     with pytest.raises(ValueError, match="model.history_memory=0"):
         build_model(cfg, n_items=10, seed=0)

@@ -33,7 +33,7 @@ def make_inputs(seed=0):
 
 
 def make_model(head):
-    cfg = {"name": "vanilla", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": L,
+    cfg = {"name": "vanilla", "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": L,
            "dropout": 0.0, "item_head": head}
     return build_model(cfg, n_items=V, seed=0)
 
@@ -199,7 +199,7 @@ def test_task_batches_carry_shared_negatives_and_leave_positions_alone(store, ta
         assert t1["neg_item"].shape == (12,) and t1["neg_log_count"].shape == (12,)
         assert t1["neg_item"].min() >= 1 and t1["neg_item"].max() <= store.n_items
     # the proposal is fitted on training targets only, and the loss runs with it
-    m = build_model({"name": "vanilla", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 16,
+    m = build_model({"name": "vanilla", "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 16,
                      "dropout": 0.0, "item_head": "copy"}, n_items=store.n_items, seed=0)
     x, t = sampled[0]
     loss_sampled = float(task.loss(m, x, t, None))

@@ -57,3 +57,48 @@ def test_every_field_has_a_type_the_checker_understands(cls):
 def test_typed_task_configs_name_the_key_and_the_rule(cfg, match):
     with pytest.raises(ConfigError, match=match):
         TASK_CONFIGS[cfg["name"]].from_dict(cfg)
+
+
+MODEL_FILES = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", MODEL_FILES)
+def test_model_yaml_states_the_dataclass_and_layer_defaults(name):
+    """Every key of configs/model/<family>.yaml is a ModelConfig field with the same value
+    (``encoder`` is ``${task.encoder}``, the task's choice), and the family's options equal
+    the defaults in its layer's / backbone's signature: no default is written twice with
+    two values."""
+    import inspect
+
+    from attnlab.models.config import ModelConfig
+    from attnlab.models.registry import ATTENTION_FAMILIES, FAMILY_OPTIONS
+
+    yaml, code = _yaml("model", name), _defaults(ModelConfig)
+    section, options = FAMILY_OPTIONS[name]
+    assert set(yaml) <= set(code), set(yaml) - set(code)
+    for key, value in yaml.items():
+        if key in ("name", "attention", "backbone"):
+            continue
+        if key == "encoder":
+            assert value == "${task.encoder}"
+            continue
+        assert value == pytest.approx(code[key]) if isinstance(value, float) else value == code[key], (key, value)
+    assert yaml["name"] == name
+    opts = yaml.get(section) or {}
+    assert set(opts) <= options
+    if name in ATTENTION_FAMILIES:
+        params = inspect.signature(ATTENTION_FAMILIES[name].__init__).parameters
+        for key, value in opts.items():
+            default = params[key].default
+            assert value == pytest.approx(default) if isinstance(value, float) else value == default, (key, value)
+
+
+def test_a_model_built_from_a_partial_mapping_is_the_yaml_recipe():
+    """Code paths that build a model from a few keys get the same defaults the YAML runs use."""
+    from attnlab.models.config import ModelConfig, model_config
+
+    cfg = model_config({"name": "vanilla"})
+    assert (cfg.item_head, cfg.history_memory, cfg.churn_pool) == ("copy", 64, "attention")
+    assert model_config(cfg) is cfg
+    with pytest.raises(ConfigError, match=r"model.history_memory=64 feeds the copy head"):
+        ModelConfig.from_dict({"name": "vanilla", "item_head": "softmax"})
