@@ -1,5 +1,7 @@
-"""Evaluation: full-catalogue ranking metrics, churn metrics and evaluation loops."""
+"""Evaluation: full-catalogue ranking metrics (whole or in item chunks), churn metrics and
+evaluation loops."""
 
+from attnlab.eval.chunked import ChunkedScorer, target_counts, top_k
 from attnlab.eval.evaluate import (
     EvalResult,
     evaluate_churn,
@@ -19,6 +21,7 @@ from attnlab.eval.metrics import (
 )
 
 __all__ = [
+    "ChunkedScorer", "target_counts", "top_k",
     "EvalResult", "evaluate_churn", "evaluate_next_basket", "evaluate_next_item",
     "average_precision", "basket_metrics", "basket_target_positions", "brier",
     "churn_metrics", "log_loss", "rank_metrics", "roc_auc", "target_ranks",

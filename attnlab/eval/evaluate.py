@@ -5,7 +5,10 @@ score per vocabulary entry for each example of the chunk, computed from the visi
 history ``store[offsets[customer[i]]:end[i]]`` only. The evaluator overwrites column
 0 ("no item") with ``-inf`` and ranks the target(s) against EVERY item (no sampled
 negatives), ``batch_size`` examples at a time so memory stays at
-``batch_size x (n_items + 1)`` scores.
+``batch_size x (n_items + 1)`` scores. A :class:`attnlab.eval.chunked.ChunkedScorer` in
+place of ``score_fn`` scores the catalogue ``item_chunk`` items at a time instead
+(memory ``batch_size x item_chunk``), with the same ranks, metrics and per-example
+arrays for the same scores (:mod:`attnlab.eval.chunked`).
 
 Planted long-range pairs. When the store carries known (trigger, target) item pairs
 (the synthetic simulator writes them to ``meta["source_meta"]["trigger_pairs"]``, in
@@ -32,6 +35,7 @@ from attnlab.data.schema import EventType
 from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples
 from attnlab.eval import metrics as M
+from attnlab.eval.chunked import ChunkedScorer, target_counts
 
 ScoreFn = Callable[[SequenceStore, Examples], np.ndarray]
 ProbFn = Callable[[SequenceStore, Examples], np.ndarray]
@@ -61,6 +65,16 @@ def _chunks(n: int, batch_size: int):
         yield np.arange(lo, min(lo + batch_size, n))
 
 
+def _chunked(score_fn, item_chunk: int | None) -> bool:
+    """Whether to score in item chunks: ``score_fn`` is a :class:`ChunkedScorer`."""
+    if isinstance(score_fn, ChunkedScorer):
+        return True
+    if item_chunk is not None:
+        raise ValueError("item_chunk needs a ChunkedScorer (attnlab.eval.chunked); this score_fn returns "
+                         "the whole [examples, n_items + 1] matrix at once.")
+    return False
+
+
 def _checked_scores(score_fn: ScoreFn, store: SequenceStore, chunk: Examples) -> np.ndarray:
     scores = np.asarray(score_fn(store, chunk))
     expected = (len(chunk), store.n_items + 1)
@@ -75,13 +89,15 @@ def _checked_scores(score_fn: ScoreFn, store: SequenceStore, chunk: Examples) ->
     return scores
 
 
-def evaluate_next_item(score_fn: ScoreFn, store: SequenceStore, examples: Examples, *,
+def evaluate_next_item(score_fn: ScoreFn | ChunkedScorer, store: SequenceStore, examples: Examples, *,
                        ks: Sequence[int] = (10, 20), batch_size: int = 256,
-                       progress: bool = True, max_len: int | None = None) -> EvalResult:
+                       progress: bool = True, max_len: int | None = None,
+                       item_chunk: int | None = None) -> EvalResult:
     """Full-catalogue next-item evaluation (pessimistic ties, no sampled negatives).
 
     Args:
-      score_fn: ``(store, examples_chunk) -> float32[m, n_items + 1]``.
+      score_fn: ``(store, examples_chunk) -> float32[m, n_items + 1]``, or a
+        :class:`~attnlab.eval.chunked.ChunkedScorer` (scored in item chunks).
       store: the event store the examples index into.
       examples: one target per row (``target_offsets == arange(M + 1)``).
       ks: cut-offs for HR/NDCG/MRR.
@@ -89,6 +105,7 @@ def evaluate_next_item(score_fn: ScoreFn, store: SequenceStore, examples: Exampl
       progress: show a tqdm bar.
       max_len: the scorer's history window (most recent events it reads), used only to
         decide whether a planted trigger is visible; None = the whole visible history.
+      item_chunk: items per call of a chunked scorer (None = its ``item_chunk``).
 
     Returns:
       :class:`EvalResult` with ``hr@k``, ``ndcg@k``, ``mrr@k``, ``mrr`` and per-example
@@ -100,12 +117,16 @@ def evaluate_next_item(score_fn: ScoreFn, store: SequenceStore, examples: Exampl
     if not np.array_equal(np.diff(examples.target_offsets), np.ones(len(examples))):
         raise ValueError("next-item evaluation needs exactly one target per example; "
                          "use evaluate_next_basket for target sets")
+    chunked = _chunked(score_fn, item_chunk)
     ranks = np.empty(len(examples), dtype=np.int64)
     with tqdm(total=len(examples), desc="next-item eval", disable=not progress) as bar:
         for idx in _chunks(len(examples), batch_size):
             chunk = examples.take(idx)
-            scores = _checked_scores(score_fn, store, chunk)
-            ranks[idx] = M.target_ranks(scores, chunk.target_items)
+            if chunked:
+                ranks[idx] = target_counts(score_fn, store, chunk, item_chunk=item_chunk).at_or_above
+            else:
+                scores = _checked_scores(score_fn, store, chunk)
+                ranks[idx] = M.target_ranks(scores, chunk.target_items)
             bar.update(len(idx))
     per = M.rank_metrics(ranks, ks=ks)
     per["rank"] = ranks.astype(np.float64)
@@ -274,9 +295,9 @@ def history_repeat_mask(store: SequenceStore, examples: Examples) -> np.ndarray:
     return np.isin(t_keys, h_keys)
 
 
-def evaluate_next_basket(score_fn: ScoreFn, store: SequenceStore, examples: Examples, *,
+def evaluate_next_basket(score_fn: ScoreFn | ChunkedScorer, store: SequenceStore, examples: Examples, *,
                          ks: Sequence[int] = (10, 20), batch_size: int = 256,
-                         progress: bool = True) -> EvalResult:
+                         progress: bool = True, item_chunk: int | None = None) -> EvalResult:
     """Full-catalogue next-basket evaluation (top-k with pessimistic ties).
 
     Recall@k, NDCG@k (binary relevance, IDCG over ``min(|T|, k)``) and PHR@k over all
@@ -286,12 +307,14 @@ def evaluate_next_basket(score_fn: ScoreFn, store: SequenceStore, examples: Exam
     such targets, counted in ``n_repeat`` / ``n_explore``.
 
     Args:
-      score_fn: ``(store, examples_chunk) -> float32[m, n_items + 1]``.
+      score_fn: ``(store, examples_chunk) -> float32[m, n_items + 1]``, or a
+        :class:`~attnlab.eval.chunked.ChunkedScorer` (scored in item chunks).
       store: the event store.
       examples: ragged target sets (distinct items >= 1).
       ks: cut-offs.
       batch_size: examples scored per call.
       progress: show a tqdm bar.
+      item_chunk: items per call of a chunked scorer (None = its ``item_chunk``).
 
     Returns:
       :class:`EvalResult`; per-example keys include ``n_targets``, ``n_repeat_targets``.
@@ -301,13 +324,19 @@ def evaluate_next_basket(score_fn: ScoreFn, store: SequenceStore, examples: Exam
     if np.any(np.diff(examples.target_offsets) < 1):
         raise ValueError("every next-basket example needs at least one target item")
     max_k = max(ks)
+    chunked = _chunked(score_fn, item_chunk)
     parts: list[dict[str, np.ndarray]] = []
     with tqdm(total=len(examples), desc="next-basket eval", disable=not progress) as bar:
         for idx in _chunks(len(examples), batch_size):
             chunk = examples.take(idx)
-            scores = _checked_scores(score_fn, store, chunk)
-            pos = M.basket_target_positions(scores, chunk.target_offsets,
-                                            chunk.target_items, max_k=max_k)
+            if chunked:
+                c = target_counts(score_fn, store, chunk, item_chunk=item_chunk)
+                pos = M.basket_positions_from_counts(c.score, c.above, c.at_or_above, chunk.target_offsets,
+                                                     chunk.target_items, max_k=max_k)
+            else:
+                scores = _checked_scores(score_fn, store, chunk)
+                pos = M.basket_target_positions(scores, chunk.target_offsets,
+                                                chunk.target_items, max_k=max_k)
             rep = history_repeat_mask(store, chunk)
             per = M.basket_metrics(pos, chunk.target_offsets, ks=ks)
             for name, rel in (("repeat", rep), ("explore", ~rep)):

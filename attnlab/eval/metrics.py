@@ -118,19 +118,7 @@ def basket_target_positions(scores: np.ndarray, target_offsets: np.ndarray,
         raise ValueError("scores contain NaN")
     row = np.repeat(np.arange(m), np.diff(off))
     s_t = scores[row, items]
-    # Targets-only tie terms: #targets of the row with the same score, and how many
-    # of those have a smaller item index (they go first among tied targets).
-    order = np.lexsort((items, s_t, row))
-    r_o, s_o = row[order], s_t[order]
-    new = np.ones(len(order), dtype=bool)
-    new[1:] = (r_o[1:] != r_o[:-1]) | (s_o[1:] != s_o[:-1])
-    grp = np.cumsum(new) - 1
-    grp_start = np.flatnonzero(new)
-    grp_size = np.diff(np.concatenate([grp_start, [len(order)]]))
-    tied_before = np.empty(len(order), dtype=np.int64)
-    tied_before[order] = np.arange(len(order)) - grp_start[grp]
-    tied_targets = np.empty(len(order), dtype=np.int64)
-    tied_targets[order] = grp_size[grp]
+    tied_targets, tied_before = target_ties(row, items, s_t)
 
     pos = np.full(len(items), max_k + 1, dtype=np.int64)
     k_eff = min(max_k, n)
@@ -147,6 +135,52 @@ def basket_target_positions(scores: np.ndarray, target_offsets: np.ndarray,
         p = 1 + gt + (eq - tied_targets[c]) + tied_before[c]
         pos[c] = np.minimum(p, max_k + 1)
     return pos
+
+
+def target_ties(row: np.ndarray, items: np.ndarray, s_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Targets-only tie terms of :func:`basket_target_positions`, ``int64[n_targets]`` each:
+    the number of targets of the row with the same score (the target included), and how
+    many of those have a smaller item index (they go first among tied targets)."""
+    order = np.lexsort((items, s_t, row))
+    r_o, s_o = row[order], s_t[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (r_o[1:] != r_o[:-1]) | (s_o[1:] != s_o[:-1])
+    grp = np.cumsum(new) - 1
+    grp_start = np.flatnonzero(new)
+    grp_size = np.diff(np.concatenate([grp_start, [len(order)]]))
+    tied_before = np.empty(len(order), dtype=np.int64)
+    tied_before[order] = np.arange(len(order)) - grp_start[grp]
+    tied_targets = np.empty(len(order), dtype=np.int64)
+    tied_targets[order] = grp_size[grp]
+    return tied_targets, tied_before
+
+
+def basket_positions_from_counts(s_t: np.ndarray, above: np.ndarray, at_or_above: np.ndarray,
+                                 target_offsets: np.ndarray, target_items: np.ndarray, *,
+                                 max_k: int) -> np.ndarray:
+    """:func:`basket_target_positions` from per-target counts over the catalogue.
+
+    The position depends on the scores only through ``above = #{j >= 1 : s_j > s_t}``
+    and ``at_or_above = #{j >= 1 : s_j >= s_t}`` (the target itself included), which a
+    chunked evaluation sums chunk by chunk (:mod:`attnlab.eval.chunked`), and through
+    the targets' own scores (the tie terms, :func:`target_ties`).
+
+    Args:
+      s_t: ``float32[n_targets]`` each target's score.
+      above, at_or_above: ``int64[n_targets]`` the counts above.
+      target_offsets: ``int[m + 1]``; target_items: ``int[n_targets]``.
+      max_k: largest cut-off needed.
+
+    Returns:
+      ``int64[n_targets]`` positions in ``1 .. max_k + 1``, equal to
+      :func:`basket_target_positions` on the full score matrix.
+    """
+    off = np.asarray(target_offsets, dtype=np.int64)
+    row = np.repeat(np.arange(len(off) - 1), np.diff(off))
+    tied_targets, tied_before = target_ties(row, np.asarray(target_items, dtype=np.int64), np.asarray(s_t))
+    equal = np.asarray(at_or_above, np.int64) - np.asarray(above, np.int64)
+    p = 1 + np.asarray(above, np.int64) + (equal - tied_targets) + tied_before
+    return np.minimum(p, max_k + 1)
 
 
 def basket_metrics(positions: np.ndarray, target_offsets: np.ndarray, *,

@@ -46,6 +46,18 @@ class CatalogueHead(nnx.Module):
         s = h @ item_embedding[items].T + self.bias[...][items]
         return jnp.where(items > 0, s, -1e9)
 
+    def chunk_logits(self, h: jax.Array, item_embedding: jax.Array, lo: jax.Array, size: int) -> jax.Array:
+        """Scores of the items ``lo .. lo + size - 1``: ``h [..., d]`` -> ``[..., size]``.
+
+        Equal to ``self(h, E)[..., lo:lo + size]`` (the same product per item) without
+        the catalogue axis; ``lo`` may be traced, ``size`` is static and
+        ``lo + size <= n_items + 1``.
+        """
+        e = jax.lax.dynamic_slice_in_dim(item_embedding, lo, size)
+        b = jax.lax.dynamic_slice_in_dim(self.bias[...], lo, size)
+        logits = h @ e.T + b
+        return jnp.where(lo + jnp.arange(size) == 0, -1e9, logits)
+
 
 def log_popularity_bias(counts) -> jax.Array:
     """Catalogue bias at step 0: ``log((count + 1) / sum(count + 1))`` per item (slot 0: 0).

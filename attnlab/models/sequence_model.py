@@ -201,6 +201,99 @@ class SequenceModel(nnx.Module):
         p = jnp.exp(log_g) * copy + jnp.exp(log_1mg) * gen
         return jnp.log(jnp.maximum(p, 1e-30)).at[:, 0].set(-1e30)
 
+    # -- chunked catalogue scoring --------------------------------------------------
+    def next_item_state(self, inputs: dict[str, jax.Array], *, item_chunk: int) -> dict[str, jax.Array]:
+        """What :meth:`next_item_chunk_scores` needs from the latest event, per row.
+
+        Returns ``{"hq": [b, d]}`` (the final hidden state); the copy head adds its
+        pointer (``w [b, S]`` over the slots' ``items int[b, S]``), the log gates
+        ``log_g``, ``log_1mg`` ``[b]``, and the catalogue softmax's normaliser: its max
+        ``gen_max [b]`` and ``gen_sum [b] = sum_j exp(logit_j - gen_max)``, each taken in
+        one pass over the catalogue ``item_chunk`` items at a time, so no array is
+        larger than ``[b, item_chunk]``.
+        """
+        h = self.hidden(inputs)
+        last = jnp.clip(inputs["lengths"] - 1, 0, h.shape[1] - 1)[:, None]
+        hq = gather_positions(h, last)  # [b, 1, d]
+        state = {"hq": hq[:, 0]}
+        if self.copy is None:
+            return state
+        w, items, log_g, log_1mg = self.copy_pointer(hq, h, last, inputs)
+        gen_max, gen_sum = self._catalogue_normaliser(hq[:, 0], item_chunk)
+        return {**state, "w": w[:, 0], "items": items, "log_g": log_g[:, 0], "log_1mg": log_1mg[:, 0],
+                "gen_max": gen_max, "gen_sum": gen_sum}
+
+    def _catalogue_normaliser(self, hq: jax.Array, item_chunk: int) -> tuple[jax.Array, jax.Array]:
+        """``(max_j logit_j, sum_j exp(logit_j - max))`` over the whole vocabulary (slot 0
+        included, as in :meth:`next_item_scores`), ``item_chunk`` columns at a time."""
+        n = self.n_items + 1
+        size = min(int(item_chunk), n)
+        n_chunks = -(-n // size)
+
+        def chunk(i):  # the last chunk is shifted left to fit; `fresh` masks the overlap
+            lo = jnp.minimum(i * size, n - size)
+            return self.catalogue_chunk_logits(hq, lo, size), lo + jnp.arange(size) >= i * size
+
+        def step_max(i, m):
+            return jnp.maximum(m, jnp.max(chunk(i)[0], axis=-1))
+
+        gen_max = jax.lax.fori_loop(0, n_chunks, step_max, jnp.full(hq.shape[:1], -jnp.inf, hq.dtype))
+
+        def step_sum(i, acc):
+            logits, fresh = chunk(i)
+            return acc + jnp.sum(jnp.where(fresh, jnp.exp(logits - gen_max[:, None]), 0.0), axis=-1)
+
+        gen_sum = jax.lax.fori_loop(0, n_chunks, step_sum, jnp.zeros(hq.shape[:1], hq.dtype))
+        return gen_max, gen_sum
+
+    def catalogue_chunk_logits(self, hq: jax.Array, lo: jax.Array, size: int) -> jax.Array:
+        """``hq [..., d]`` -> ``[..., size]``: :meth:`catalogue_logits` of items ``lo .. lo + size - 1``."""
+        return self.catalogue.chunk_logits(hq, self.encoder.item.embedding[...], lo, size)
+
+    def next_item_chunk_scores(self, state: dict[str, jax.Array], lo: jax.Array, size: int) -> jax.Array:
+        """:meth:`next_item_scores` restricted to items ``lo .. lo + size - 1``: ``[b, size]``.
+
+        ``state`` from :meth:`next_item_state`. Softmax head: the logits of the chunk,
+        the same products as the full scores. Copy head: ``log P(item)`` of the mixture,
+        with the catalogue softmax normalised by the state's ``gen_max``/``gen_sum``
+        (the full-catalogue normaliser up to fp32 summation order) and the pointer's
+        weights on the chunk's items only.
+        """
+        logits = self.catalogue_chunk_logits(state["hq"], lo, size)
+        if self.copy is None:
+            return logits
+        b = logits.shape[0]
+        col = state["items"] - lo
+        col = jnp.where((col >= 0) & (col < size), col, size)  # out of the chunk: dropped
+        copy = jnp.zeros((b, size)).at[jnp.arange(b)[:, None], col].add(state["w"], mode="drop")
+        gen = jnp.exp(logits - state["gen_max"][:, None]) / state["gen_sum"][:, None]
+        p = jnp.exp(state["log_g"])[:, None] * copy + jnp.exp(state["log_1mg"])[:, None] * gen
+        return jnp.where(lo + jnp.arange(size) == 0, -1e30, jnp.log(jnp.maximum(p, 1e-30)))
+
+    def next_item_target_scores(self, state: dict[str, jax.Array], items: jax.Array) -> jax.Array:
+        """:meth:`next_item_chunk_scores` at given items: ``items int[b, T]`` -> ``[b, T]``.
+
+        The logits come from one matrix product of every row with every row's items
+        (the same product as a chunk's, ``b x b T`` dots, then each row's own columns),
+        so the values round like the chunks' columns do.
+        """
+        b, t = items.shape
+        flat = items.reshape(-1)
+        width = -(-flat.shape[0] // 64) * 64  # a product as wide as a chunk's (multiples of 64)
+        flat = jnp.pad(flat, (0, width - flat.shape[0]))
+        emb = self.encoder.item.embedding[...]
+        every = state["hq"] @ emb[flat].T + self.catalogue.bias[...][flat]   # [b, width]
+        own = jnp.arange(b)[:, None] * t + jnp.arange(t)[None, :]
+        logits = jnp.where(items == 0, -1e9, jnp.take_along_axis(every, own, axis=1))
+        if self.copy is None:
+            return logits
+        match = state["items"][:, :, None] == items[:, None, :]           # [b, S, T]
+        col = jnp.where(jnp.any(match, axis=-1), jnp.argmax(match, axis=-1), t)
+        copy = jnp.zeros((b, t)).at[jnp.arange(b)[:, None], col].add(state["w"], mode="drop")
+        gen = jnp.exp(logits - state["gen_max"][:, None]) / state["gen_sum"][:, None]
+        p = jnp.exp(state["log_g"])[:, None] * copy + jnp.exp(state["log_1mg"])[:, None] * gen
+        return jnp.where(items == 0, -1e30, jnp.log(jnp.maximum(p, 1e-30)))
+
     def churn_logit(self, inputs: dict[str, jax.Array], *, rngs: nnx.Rngs | None = None) -> jax.Array:
         """``float32[batch]`` churn logit from the state at the cutoff."""
         h = self.hidden(inputs, rngs=rngs)

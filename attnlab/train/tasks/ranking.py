@@ -3,9 +3,11 @@ with a target trained, full-catalogue scores."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Iterator
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -16,6 +18,7 @@ from attnlab.data.batching import make_batch, next_basket_targets, window_ends
 from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples, Split
 from attnlab.eval import evaluate as evaluation
+from attnlab.eval.chunked import CHUNKED_ABOVE, ITEM_CHUNK, ChunkedScorer
 from attnlab.train.task_config import NextBasketConfig, NextItemConfig, RankingTaskConfig
 from attnlab.train.tasks.common import ScoreFn, check_baselines, pad_rows, predictor, require_items, typed
 from attnlab.train.tasks.sampling import NegativeSampler, pick_per_group, sample_target_positions
@@ -174,15 +177,78 @@ class NextItemTask:
         mask = targets["item"] > 0
         return -jnp.sum(jnp.where(mask, logp, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
-    def model_scores(self, model, *, max_len: int, batch_size: int) -> ScoreFn:
-        """A score function over the catalogue for the evaluator."""
+    def model_scores(self, model, *, max_len: int, batch_size: int,
+                     item_chunk: int | None = None) -> ScoreFn | ChunkedScorer:
+        """A score function over the catalogue for the evaluator.
 
-        @nnx.jit
-        def scores(model, inputs):
-            return model.next_item_scores(inputs)
+        ``item_chunk``: None = by catalogue size: the whole ``[batch, n_items + 1]``
+        matrix per call (:meth:`SequenceModel.next_item_scores`) up to
+        :data:`attnlab.eval.chunked.CHUNKED_ABOVE` items, above it a
+        :class:`~attnlab.eval.chunked.ChunkedScorer` of
+        :data:`~attnlab.eval.chunked.ITEM_CHUNK` items per call; 0 = the whole matrix;
+        ``k > 0`` = chunks of ``k`` items (:meth:`SequenceModel.next_item_chunk_scores`,
+        equal to the whole matrix's columns to fp32 rounding).
+        """
+        if item_chunk is None:
+            item_chunk = ITEM_CHUNK if model.n_items > CHUNKED_ABOVE else 0
+        if not item_chunk:
+            @nnx.jit
+            def scores(model, inputs):
+                return model.next_item_scores(inputs)
 
-        return predictor(scores, model, max_len=max_len, batch_size=batch_size, use_cutoff=False,
-                          memory=model.history_memory)
+            return predictor(scores, model, max_len=max_len, batch_size=batch_size, use_cutoff=False,
+                              memory=model.history_memory)
+
+        n_cols = model.n_items + 1
+
+        # jax.jit over the split model, not nnx.jit: nnx.jit hands every parameter back (a
+        # copy of the [n_items + 1, d] embedding per call); the split is taken per prepare,
+        # so a model trained between evaluations is scored with its current parameters
+        @functools.partial(jax.jit, static_argnums=0)
+        def state_fn(graphdef, params, inputs):
+            return nnx.merge(graphdef, params).next_item_state(inputs, item_chunk=item_chunk)
+
+        @functools.partial(jax.jit, static_argnums=(0, 4))
+        def chunk_fn(graphdef, params, state, lo, size):
+            return nnx.merge(graphdef, params).next_item_chunk_scores(state, lo, size)
+
+        @functools.partial(jax.jit, static_argnums=0)
+        def target_fn(graphdef, params, state, items):
+            return nnx.merge(graphdef, params).next_item_target_scores(state, items)
+
+        def prepare(store: SequenceStore, ex: Examples):
+            """``(m, graphdef, params, [state of each padded batch of batch_size rows])``."""
+            graphdef, params = nnx.split(model)
+            states = []
+            for i in range(0, len(ex), batch_size):
+                b = make_batch(store, customers=ex.customer[i:i + batch_size], ends=ex.end[i:i + batch_size],
+                               cutoffs=None, max_len=max_len, memory=model.history_memory)
+                states.append(state_fn(graphdef, params, pad_rows(b.model_inputs(), batch_size)))
+            return len(ex), graphdef, params, states
+
+        def chunk_scores(state, lo: int, hi: int) -> np.ndarray:
+            # widths rounded up to a multiple of 64 (the window shifted left to fit): CPU matrix
+            # products of such widths round alike, so chunks agree with target_scores' product
+            m, graphdef, params, states = state
+            width = min(-(-(hi - lo) // 64) * 64, n_cols)
+            start = min(lo, n_cols - width)
+            out = [np.asarray(chunk_fn(graphdef, params, s, start, width)) for s in states]
+            out = out[0] if len(out) == 1 else np.concatenate(out)
+            return out[:m, lo - start:hi - start]
+
+        def target_scores(state, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+            m, graphdef, params, states = state
+            per_row = np.bincount(rows, minlength=m)
+            t = -(-max(int(per_row.max(initial=0)), 1) // 64) * 64  # as wide as a chunk: same vector code
+            slot = np.arange(len(rows)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+            grid = np.zeros((len(states) * batch_size, t), np.int32)
+            grid[rows, slot] = items
+            out = np.concatenate([np.asarray(target_fn(graphdef, params, s, grid[i * batch_size:(i + 1) * batch_size]))
+                                  for i, s in enumerate(states)])
+            return out[rows, slot]
+
+        return ChunkedScorer(prepare=prepare, scores=chunk_scores, target_scores=target_scores,
+                             item_chunk=int(item_chunk))
 
 
 class NextBasketTask(NextItemTask):
