@@ -61,7 +61,7 @@ def _jsonable(x):
 
 #: Config keys (dotted) that never change a run's results: excluded from every hash.
 NOT_RESULTS = ("logger", "paths", "progress", "hydra", "report", "trainer.resume", "trainer.skip_completed",
-               "trainer.eval_batch_size")
+               "trainer.eval_batch_size", "trainer.mesh", "trainer.distributed")  # layout: same results on any devices
 
 
 def result_config(cfg: dict[str, Any], *, ignore: tuple[str, ...] = NOT_RESULTS) -> dict[str, Any]:

@@ -13,10 +13,12 @@ launch microseconds); a run refuses a folder that another live run holds (lock f
 ``.attnlab.lock``, see :mod:`attnlab.train.run_dir`). Relaunching the same single-run command
 continues its newest unfinished folder (same config hash; ``trainer.resume=false`` starts
 afresh); ``ckpt_path=<run folder or its checkpoints/>`` continues that run in its folder.
-Compiled programs are cached across launches (``paths.compile_cache`` /
-``ATTNLAB_COMPILE_CACHE``, default ``~/.cache/attnlab/jax``, ``off`` disables; see
-:mod:`attnlab.compile_cache`). Config mistakes (an unknown
-``+model.*`` / ``+task.*`` key, an out-of-range value) fail before any data is loaded.
+Many devices and hosts (docs/scaling.md): one process trains on every device it sees
+(``trainer.mesh.data``); a SLURM step's tasks, or ``trainer.distributed.*`` set by hand,
+join as one multi-process job before JAX starts its devices. Compiled programs are cached
+across launches (``paths.compile_cache`` / ``ATTNLAB_COMPILE_CACHE``, default
+``~/.cache/attnlab/jax``, ``off`` disables; see :mod:`attnlab.compile_cache`). Config mistakes
+(an unknown ``+model.*`` / ``+task.*`` key, an out-of-range value) fail before any data is loaded.
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from attnlab import compile_cache
-from attnlab.train import run_dir
+from attnlab.train import distributed, run_dir
 from attnlab.train.run_dir import register_resolvers
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
@@ -113,6 +115,8 @@ def main(cfg: DictConfig) -> float:
         if table not in ("core", "all"):
             raise ValueError(f"logger.table={table!r}: use core (metrics and costs) or all (adds the "
                              "diagnostic columns as a second table).")
+        # a multi-process job's processes meet before anything asks JAX for its devices (no-op for one)
+        distributed.initialize(OmegaConf.to_container(cfg.trainer.get("distributed") or {}, resolve=True))
         prepare_run(cfg)
         result = train_and_evaluate(cfg)
     print(metrics_table(result, columns=table))

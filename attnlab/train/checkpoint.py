@@ -4,6 +4,12 @@ Two managers under ``directory``: ``latest/`` (resume point, written every epoch
 ``best/`` (best validation epoch, used for the final test evaluation). Orbax writes
 each step to a temporary directory and renames it when complete, so a crash never
 leaves a half-written checkpoint that looks valid.
+
+Layouts: the state is saved from whatever devices hold it (replicated parameters are
+written once) and restored into the layout of the nodes given to :meth:`Checkpoints.restore`
+(each array takes its target's sharding), so a run checkpointed on 4 devices resumes on 1
+and the other way round. In a multi-process job every process calls save/restore on the
+same (shared) folder; Orbax writes each array's shards from the process that holds them.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from attnlab.train import distributed
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +50,22 @@ class Checkpoints:
         """Start afresh (``trainer.resume=false``): move every checkpoint already in the
         folder aside, to ``<directory>.discarded-<time>`` (nothing is deleted), so this run
         neither resumes from them nor restores an older ``best`` at the end. Returns where
-        they went (None when there were none)."""
+        they went (None when there were none). In a multi-process job every process calls
+        it; process 0 moves the folder while the others wait."""
+        distributed.barrier("attnlab-discard-look")  # all look before any moves
         if not any(p.is_dir() and any(p.iterdir()) for p in (self.directory / "latest", self.directory / "best")):
             return None
         self.close()
         dst = self.directory.with_name(f"{self.directory.name}.discarded-{time.strftime('%Y%m%d-%H%M%S')}")
-        n = 0
-        while dst.exists():
-            n += 1
-            dst = dst.with_name(f"{dst.name.split('~')[0]}~{n}")
-        shutil.move(str(self.directory), str(dst))
-        log.warning("trainer.resume=false: moved the earlier checkpoints in %s aside to %s; training from "
-                    "scratch", self.directory, dst)
+        if distributed.is_main():
+            n = 0
+            while dst.exists():
+                n += 1
+                dst = dst.with_name(f"{dst.name.split('~')[0]}~{n}")
+            shutil.move(str(self.directory), str(dst))
+            log.warning("trainer.resume=false: moved the earlier checkpoints in %s aside to %s; training from "
+                        "scratch", self.directory, dst)
+        distributed.barrier("attnlab-discard-moved")
         self._open()
         return dst
 

@@ -20,6 +20,14 @@ finished and resumes the interrupted job from its ``latest`` checkpoint (the mul
 directory is stable, see ``configs/config.yaml``). ``experiments/benchmark.py`` reads
 the index to build tables.
 
+Devices and processes (docs/scaling.md): :func:`fit` trains data-parallel on a mesh of
+every device (``trainer.mesh``, :mod:`attnlab.train.mesh`): each batch split over the
+``data`` axis, parameters and optimiser state replicated; ``trainer.batch_size`` is the
+global batch. A multi-process job (``trainer.distributed``, :mod:`attnlab.train.distributed`)
+runs this same function in every process; process 0 alone holds the run folder's lock and
+writes the results JSON, the index entry and the W&B run. Neither key is part of the
+config hash: the layout says where a run trains, not what it computes.
+
 Determinism: the epoch's example order is drawn from ``(seed, epoch)`` and dropout keys
 from ``(seed, step)``, so a run resumed from its ``latest`` checkpoint reproduces an
 uninterrupted run exactly.
@@ -50,6 +58,8 @@ from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples, Split
 from attnlab.models import build_model
 from attnlab.models.config import model_config
+from attnlab.train import distributed
+from attnlab.train import mesh as meshes
 from attnlab.train.checkpoint import Checkpoints, TrainState, resume
 from attnlab.train.optim import TrainerConfig, lr_schedule, make_optimizer
 from attnlab.train.run_dir import RunLock
@@ -114,16 +124,23 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
     tr = TrainerConfig.from_dict(c["trainer"])
     task = make_task(c["task"])
     model_cfg = model_config(c["model"])
-    # one live run per folder: a second launch into it is refused, a dead owner's lock taken over;
-    # checkpoint managers and the tracker are closed on the way out, also when the run fails
-    with RunLock(out_dir), contextlib.ExitStack() as cleanup:
+    c = meshes.without_layout(c)  # hashed, filed and tracked without it (provenance.layout has it)
+    distributed.initialize(tr.distributed)  # a no-op for one process (and when train.py did it)
+    mesh = meshes.make_mesh(tr.mesh, batch_size=int(tr.batch_size))  # devices vs batch size: checked now
+    # one live run per folder: a second launch into it is refused, a dead owner's lock taken over
+    # (process 0 holds it for the job); checkpoint managers and the tracker are closed on the way
+    # out, also when the run fails
+    lock = RunLock(out_dir) if distributed.is_main() else contextlib.nullcontext()
+    with lock, contextlib.ExitStack() as cleanup:
         store = load_data(c, progress=progress)
         index_path = res.completed_path(results_dir(c), c)
         if tr.skip_completed and (done := reuse_completed(c, store, index_path, out_dir)) is not None:
             return done
         split = make_split(task, store, seed=seed)
-        provenance = describe_run(c, task, store, split, out_dir)
-        tracker = make_tracker(c.get("logger"), config={**c, "provenance": provenance}, directory=str(out_dir))
+        provenance = {**describe_run(c, task, store, split, out_dir), "layout": meshes.describe(mesh)}
+        # one W&B run per job: process 0's (the others' tracker is a no-op)
+        tracker = make_tracker(c.get("logger") if distributed.is_main() else None,
+                               config={**c, "provenance": provenance}, directory=str(out_dir))
         cleanup.callback(tracker.finish)
         evaluated = evaluate_baselines(task, store, split, progress=progress)  # before the model: their peak_mb
         model = build_model(model_cfg, n_items=store.n_items, seed=seed)
@@ -131,10 +148,11 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
         ckpts = Checkpoints(out_dir / "checkpoints")
         cleanup.callback(ckpts.close)
         score_fn = task.model_scores(model, max_len=model.max_len, batch_size=int(tr.eval_batch_size))
-        state = fit(model, task, store, split, tr, ckpts=ckpts, score_fn=score_fn, tracker=tracker,
+        state = fit(model, task, store, split, tr, mesh=mesh, ckpts=ckpts, score_fn=score_fn, tracker=tracker,
                     steps_per_epoch=steps_per_epoch, seed=seed, progress=progress,
                     resume_key=res.config_hash(c, ignore=res.NOT_RESULTS + ("trainer.max_epochs", "trainer.patience")),
                     log_every=max(int((c.get("logger") or {}).get("log_every_steps") or 10), 1))
+        nnx.update(model, meshes.first_copy(nnx.state(model)))  # from here on each process scores on one device
         evaluated["model"] = evaluate_model(model, task, store, split.test, state, ckpts=ckpts, score_fn=score_fn,
                                             progress=progress)
         ckpts.close()
@@ -148,9 +166,16 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
 
 
 def load_data(c: dict[str, Any], *, progress: bool) -> SequenceStore:
-    """The cached sequence store of the ``data`` group."""
-    return load_sequences(c["data"]["name"], dict(c["data"].get("options") or {}),
-                          cache_dir=c["paths"]["cache_dir"], progress=progress)
+    """The cached sequence store of the ``data`` group. In a multi-process job process 0
+    builds (or verifies) the cache first and the others then read it, so processes sharing
+    a cache folder never build it at the same time."""
+    if not distributed.is_main():
+        distributed.barrier("attnlab-data-cache")
+    store = load_sequences(c["data"]["name"], dict(c["data"].get("options") or {}),
+                           cache_dir=c["paths"]["cache_dir"], progress=progress)
+    if distributed.is_main():
+        distributed.barrier("attnlab-data-cache")
+    return store
 
 
 def reuse_completed(c: dict[str, Any], store: SequenceStore, index_path: Path,
@@ -168,9 +193,10 @@ def reuse_completed(c: dict[str, Any], store: SequenceStore, index_path: Path,
     log.info("skipping: this exact run (config %s, seed %d) is already complete: %s",
              res.config_hash(c), int(c["seed"]), index_path)
     npz = index_path.with_suffix(".npz")
-    if npz.exists():
-        atomic_copy(npz, out_dir / "per_example.npz")
-    res.write_result(dataclasses.replace(done), out_dir / "result.json")
+    if distributed.is_main():  # one writer per job
+        if npz.exists():
+            atomic_copy(npz, out_dir / "per_example.npz")
+        res.write_result(dataclasses.replace(done), out_dir / "result.json")
     done.provenance["skipped"] = True
     return done
 
@@ -229,19 +255,26 @@ def evaluate_baselines(task, store: SequenceStore, split: Split, *, progress: bo
     return out
 
 
-def fit(model, task, store: SequenceStore, split: Split, tr: TrainerConfig, *, ckpts: Checkpoints, score_fn,
-        tracker, steps_per_epoch: int, seed: int, progress: bool, resume_key: str, log_every: int) -> TrainState:
+def fit(model, task, store: SequenceStore, split: Split, tr: TrainerConfig, *, mesh: meshes.Mesh,
+        ckpts: Checkpoints, score_fn, tracker, steps_per_epoch: int, seed: int, progress: bool, resume_key: str,
+        log_every: int) -> TrainState:
     """Train ``model`` in place: passes over the training windows until the step budget,
     ``max_epochs`` or early stopping; validation after every pass; ``best`` and ``latest``
-    checkpoints. Resumes from ``latest`` when the folder has one (``trainer.resume``)."""
+    checkpoints. Resumes from ``latest`` when the folder has one (``trainer.resume``).
+
+    Data-parallel on ``mesh`` (:func:`attnlab.train.mesh.make_mesh`): model and optimiser
+    state replicated on its devices before the first step (a checkpoint is restored into
+    that layout, whatever layout wrote it), each batch split over the ``data`` axis."""
     if tr.init_bias == "log_popularity" and task.target_counts is not None:
         model.init_catalogue_bias(task.target_counts)
     # the schedule's length: the step budget, else max_epochs whole passes
     total_steps = int(tr.max_steps) if tr.max_steps else int(tr.max_epochs) * steps_per_epoch
     max_epochs = int(tr.max_epochs) if tr.max_epochs else -(-total_steps // steps_per_epoch)
     optimizer = nnx.Optimizer(model, make_optimizer(tr, total_steps=total_steps), wrt=nnx.Param)
+    nnx.update((model, optimizer), meshes.replicate(nnx.state((model, optimizer)), mesh))
     log.info("training budget: %d steps (%d per pass over the training windows, at most %d passes), "
-             "batch %d", total_steps, steps_per_epoch, max_epochs, tr.batch_size)
+             "batch %d over %d device(s) (mesh %s)", total_steps, steps_per_epoch, max_epochs, tr.batch_size,
+             mesh.size, dict(mesh.shape))
     state = TrainState(total_steps=total_steps, resume_key=resume_key, data_fingerprint=store.fingerprint)
     if not tr.resume:
         ckpts.discard()  # start fresh: earlier checkpoints in this folder are moved aside
@@ -250,7 +283,7 @@ def fit(model, task, store: SequenceStore, split: Split, tr: TrainerConfig, *, c
     define_axes(tracker, monitor=task.monitor)
     step_fn = nnx.jit(functools.partial(_train_step, loss=task.loss))
     steps = _StepLog(tracker, lr_schedule(tr, total_steps), every=log_every)
-    base_key = jax.random.key(seed)
+    base_key = meshes.replicate(jax.random.key(seed), mesh)  # a step's dropout key: fold_in(seed, step)
     while state.epoch < max_epochs and state.step < total_steps and state.bad_epochs < int(tr.patience):
         epoch = state.epoch
         t0 = time.perf_counter()
@@ -260,7 +293,8 @@ def fit(model, task, store: SequenceStore, split: Split, tr: TrainerConfig, *, c
         losses, events = [], 0
         for inputs, targets in tqdm(itertools.islice(batches, n_steps), desc=f"epoch {epoch + 1}/{max_epochs}",
                                     disable=not progress, leave=False, unit="batch", total=n_steps):
-            losses.append(step_fn(model, optimizer, inputs, targets, jax.random.fold_in(base_key, state.step)))
+            on_mesh = meshes.shard_batch((inputs, targets), mesh, batch_size=int(tr.batch_size))
+            losses.append(step_fn(model, optimizer, *on_mesh, jax.random.fold_in(base_key, state.step)))
             events += int(inputs["lengths"].sum())
             state.train_targets += task.n_targets(targets)
             state.step += 1
@@ -340,9 +374,12 @@ def run_summary(model, task, state: TrainState, tr: TrainerConfig, split: Split)
 def record(c: dict[str, Any], provenance: dict[str, Any], evaluated: dict[str, Evaluated], state: TrainState, *,
            out_dir: Path, index_path: Path) -> res.RunResult:
     """The result JSON and per-example arrays in the run folder, then the index entry (its
-    JSON existing means the run is complete); every file written atomically."""
+    JSON existing means the run is complete); every file written atomically. In a
+    multi-process job only process 0 writes (the others return the same result, unfiled)."""
     result = res.RunResult(metrics={n: e.metrics for n, e in evaluated.items()}, valid=dict(state.best_valid),
                            history=state.history, provenance=provenance, config=res.result_config(c))
+    if not distributed.is_main():
+        return result
     arrays = {f"{m}/{k}": np.asarray(v) for m, e in evaluated.items() for k, v in e.per_example.items()}
     atomic_write_npz(out_dir / "per_example.npz", arrays)
     res.write_result(result, out_dir / "result.json")

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 import jax
 import optax
 
+from attnlab.train.distributed import DistributedConfig
+from attnlab.train.mesh import MeshConfig
 from attnlab.typed_config import ConfigError, TypedConfig
 
 
@@ -32,6 +34,10 @@ class TrainerConfig(TypedConfig):
     windows: like early stopping it ends a run before the budget without resizing the
     schedule (so a run extended on resume continues the same schedule); with
     ``max_steps: null`` the budget is ``max_epochs`` passes.
+
+    ``mesh`` and ``distributed`` say where the run trains (devices, processes), not what
+    it computes: ``batch_size`` is the global batch whatever the layout, and the two are
+    not part of the run's config hash (docs/scaling.md, "Many devices and hosts").
     """
 
     lr: float = 1e-3
@@ -50,6 +56,9 @@ class TrainerConfig(TypedConfig):
     resume: bool = True
     skip_completed: bool | None = None
     limit_train_batches: int | None = None  # debug: cap batches per pass
+    # where it runs, not what it computes (docs/scaling.md); left out of the config hash
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)  # data-parallel layout
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)  # multi-process job
 
     GROUP: ClassVar[str] = "trainer"
     CHOICES: ClassVar[dict] = {"decay": ("kernels", "all"), "schedule": ("cosine", "linear", "constant"),
