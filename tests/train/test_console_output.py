@@ -162,7 +162,7 @@ def test_a_config_error_is_one_message_and_the_traceback_on_request(tmp_path):
     assert "rerun with -v or HYDRA_FULL_ERROR=1" in out.stderr
     verbose = _train(tmp_path, "+model.dropuot=0.1", "-v")
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr, verbose.stderr
-    assert "ValueError: unknown key(s) ['model.dropuot']" in verbose.stderr
+    assert "ConfigError: unknown key(s) ['model.dropuot']" in verbose.stderr  # attnlab.typed_config.ConfigError(ValueError)
 
 
 def test_a_data_error_is_one_message(tmp_path):
