@@ -124,7 +124,6 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
     tr = TrainerConfig.from_dict(c["trainer"])
     task = make_task(c["task"])
     model_cfg = model_config(c["model"])
-    c = meshes.without_layout(c)  # hashed, filed and tracked without it (provenance.layout has it)
     distributed.initialize(tr.distributed)  # a no-op for one process (and when train.py did it)
     mesh = meshes.make_mesh(tr.mesh, batch_size=int(tr.batch_size))  # devices vs batch size: checked now
     # one live run per folder: a second launch into it is refused, a dead owner's lock taken over

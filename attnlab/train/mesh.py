@@ -30,18 +30,6 @@ from attnlab.typed_config import ConfigError, TypedConfig
 
 DATA = "data"
 
-#: ``trainer.*`` keys that say where a run trains (devices, processes), not what it computes:
-#: taken out of the config before it is hashed, filed or tracked (the layout goes to the
-#: provenance), so a run keeps its config hash, results-index entry and resume key on any
-#: number of devices, and every process of a job computes the same ones.
-LAYOUT_KEYS = ("mesh", "distributed")
-
-
-def without_layout(c: dict[str, Any]) -> dict[str, Any]:
-    """The resolved run config ``c`` minus ``trainer.mesh`` and ``trainer.distributed``."""
-    return {**c, "trainer": {k: v for k, v in (c.get("trainer") or {}).items() if k not in LAYOUT_KEYS}}
-
-
 @dataclasses.dataclass(frozen=True)
 class MeshConfig(TypedConfig):
     """``trainer.mesh``: devices on each mesh axis."""
