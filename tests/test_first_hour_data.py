@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from attnlab.data import DataError
 from attnlab.data.pipeline import fingerprint, load_events, store_from_config
+from attnlab.data.sources.table_files import MAPPING_KEYS
 from attnlab import results as res
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
@@ -89,7 +90,7 @@ def test_every_tabular_option_is_settable_without_plus(tmp_path):
         yaml_opts = compose(config_name="config", overrides=["data=tabular"]).data.options
     params = set(inspect.signature(tabular.load).parameters)
     assert set(yaml_opts) == params
-    assert set(yaml_opts.columns) == set(tabular._KEYS)
+    assert set(yaml_opts.columns) == set(MAPPING_KEYS)
     csv = tmp_path / "shop.csv"
     csv.write_text("Customer;Product;When;Invoice;Qty\n"
                    + "".join(f"c{c};p{(c + k) % 7};2021-0{1 + k // 3}-1{k % 3} 10:00:00;{c}-{k // 2};{1 + k % 2}\n"

@@ -22,11 +22,16 @@ fingerprint (only when ``max_customers`` is set, so full-data fingerprints are u
 
     load_sequences("cdnow", {"max_customers": 300})
 
+Streaming sources (``Source.build_store_to``, e.g. ``parquet_stream``) write the
+entry themselves, out of core, into the same temporary directory; it is renamed and
+re-opened exactly as above (:mod:`attnlab.data.out_of_core`).
+
 The cache does not trust its files: ``meta.json`` records the dtype, shape, size and a
 CRC-32 of every array at save time, and every load checks them (about 30 ms for The
-Complete Journey's 51 MB). A mismatch, a truncated or unreadable ``.npy`` or a damaged
-``meta.json`` is never a hit: :func:`load_sequences` warns, naming the file, and
-rebuilds.
+Complete Journey's 51 MB; memory-mapped arrays are checked with plain 64 MiB file reads,
+so verifying a store larger than RAM adds nothing to the resident set). A mismatch, a
+truncated or unreadable ``.npy`` or a damaged ``meta.json`` is never a hit:
+:func:`load_sequences` warns, naming the file, and rebuilds.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from typing import Any, Mapping
 import numpy as np
 from tqdm.auto import tqdm
 
-from attnlab.data.events import DataError, EventData
+from attnlab.data.events import DataError, EventData, RepairReport
 from attnlab.data.schema import PREPROCESSING_VERSION
 from attnlab.data.sequences import (
     CORE_ARRAYS, DICT_GROUPS, VOCAB_GROUPS, SequenceStore, build_store,
@@ -200,6 +205,28 @@ def _crc32(arr: np.ndarray) -> int:
     return int(crc)
 
 
+def _file_crc32(path: Path, arr: np.memmap) -> int:
+    """CRC-32 of a memory-mapped array's bytes, read from its file in 64 MiB chunks
+    (plain reads: the pages never enter the process's resident set, so verifying a
+    store larger than RAM costs no memory)."""
+    crc, left, step = 0, int(arr.nbytes), 64 << 20
+    buf = bytearray(min(step, max(left, 1)))
+    view = memoryview(buf)
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(int(arr.offset))
+            while left > 0:
+                got = fh.readinto(view[:min(step, left)])
+                if not got:
+                    break  # truncated: the CRC cannot match
+                crc = zlib.crc32(view[:got], crc)
+                left -= got
+    except OSError as err:
+        raise DataError(f"{path}: unreadable or truncated cache file ({err}); rebuild "
+                        "with refresh=True.") from None
+    return int(crc)
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
@@ -255,7 +282,7 @@ def load_store(directory: str | Path, *, mmap: bool = True, verify: bool = True
             raise DataError(f"{f}: holds {a.dtype.str}{list(a.shape)}, {META_FILE} says "
                             f"{want['dtype']}{want['shape']}; rebuild with refresh=True.")
         if verify:
-            crc = _crc32(a)
+            crc = _file_crc32(f, a) if isinstance(a, np.memmap) else _crc32(a)
             if crc != want["crc32"]:
                 raise DataError(f"{f}: checksum mismatch (CRC-32 {crc:#010x}, written as "
                                 f"{want['crc32']:#010x}): the file changed after it was "
@@ -306,7 +333,10 @@ def load_sequences(
       name: registered source (``complete_journey``, ``cdnow``, ``tabular``,
         ``synthetic``, or one added with ``register_source``).
       options: keyword options of that source (a dict or OmegaConf node).
-      cache_dir: root of the on-disk cache; ``None`` disables caching.
+      cache_dir: root of the on-disk cache; ``None`` disables caching (a streaming
+        source such as ``parquet_stream`` then builds into a temporary directory that is
+        removed once the store is open: the memory-mapped files live until the store
+        is garbage-collected).
       seed: seed of the within-basket order (part of the fingerprint).
       progress: tqdm bars and a printed repair report.
       refresh: rebuild even when a complete cache entry exists.
@@ -325,6 +355,16 @@ def load_sequences(
     if sub is not None:
         opts = {**opts, "max_customers": sub["max_customers"], "subsample_seed": sub["seed"]}
     fp = fingerprint(name, opts, seed=seed)
+    if cache_dir is None and get_source(name).build_store_to is not None:
+        # a streaming source writes files: into a temporary directory, opened memory-
+        # mapped and unlinked at once (POSIX keeps the mapped files until the store goes)
+        tmp = Path(tempfile.mkdtemp(prefix=f"attnlab-{fp}-"))
+        try:
+            _build_streaming(name, opts, fp, tmp / "store", seed=seed, progress=progress)
+            store = load_store(tmp / "store", mmap=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return _with_cache_info(store, hit=False, path=None, t0=t0)
     if cache_dir is None:
         store = _build(name, opts, fp, seed=seed, progress=progress)
         return _with_cache_info(store, hit=False, path=None, t0=t0)
@@ -346,11 +386,15 @@ def load_sequences(
             _say(f"  - {item['message']}", progress)
         return _with_cache_info(store, hit=True, path=final, t0=t0)
 
-    store = _build(name, opts, fp, seed=seed, progress=progress)
+    streaming = get_source(name).build_store_to is not None
+    store = None if streaming else _build(name, opts, fp, seed=seed, progress=progress)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{fp}-", dir=root))
     try:
-        save_store(store, tmp / "store", progress=progress)
+        if streaming:
+            _build_streaming(name, opts, fp, tmp / "store", seed=seed, progress=progress)
+        else:
+            save_store(store, tmp / "store", progress=progress)
         if final.exists():  # stale/partial entry or refresh: replace it
             shutil.rmtree(final, ignore_errors=True)
         try:
@@ -373,6 +417,21 @@ def _build(name: str, opts: dict, fp: str, *, seed: int, progress: bool) -> Sequ
     store.meta.update({"fingerprint": fp, "options": _plain(opts),
                        "build_seconds": round(time.perf_counter() - t0, 3)})
     return store
+
+
+def _build_streaming(name: str, opts: dict, fp: str, directory: Path, *, seed: int,
+                     progress: bool) -> None:
+    """Lets a streaming source (``Source.build_store_to``) write the entry into
+    ``directory``; the customer subsample options are passed as ``subsample``."""
+    _say(f"[{name}] building {fp} (cache miss, out of core)", progress)
+    src = get_source(name)
+    source_opts, sub = split_subsample(opts)
+    src.build_store_to(directory, src.resolve_options(source_opts), seed=seed,
+                       progress=progress, subsample=sub,
+                       extra_meta={"fingerprint": fp, "options": _plain(opts)})
+    with open(directory / META_FILE) as fh:
+        repairs = RepairReport.from_list(json.load(fh)["meta"].get("repairs", []))
+    _say(repairs.format(title=f"[{name}] repairs"), progress)
 
 
 def _with_cache_info(store: SequenceStore, *, hit: bool, path: Path | None,

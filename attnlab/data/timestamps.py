@@ -8,11 +8,61 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from attnlab.data.errors import fail
+from attnlab.data.errors import DataError, fail
 
 TIME_MIN = np.datetime64("1677-09-22T00:00:00", "s")
 TIME_MAX = np.datetime64("2262-04-11T00:00:00", "s")
 """Supported timestamp range (datetime64[ns] holds 1677-09-21 .. 2262-04-11)."""
+
+EPOCH_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+"""Seconds per unit of the epoch units a numeric timestamp column may be counted in."""
+
+
+def unit_origin_seconds(unit: str, origin: str, *, where: str) -> tuple[float, float]:
+    """``(seconds per unit, origin in Unix seconds)`` of numeric timestamps; a
+    :class:`DataError` prefixed with ``where`` (the source and file) when pandas does not
+    know the unit or the origin."""
+    try:
+        step = pd.Timedelta(1, unit=unit).total_seconds()
+        base = 0.0 if origin == "unix" else (pd.Timestamp(origin) - pd.Timestamp("1970-01-01")).total_seconds()
+    except (ValueError, TypeError, OverflowError) as err:
+        raise DataError(f"{where}: timestamp_unit={unit!r} / timestamp_origin={origin!r} not understood "
+                        f"({err}). Use a unit such as 's', 'ms', 'us', 'D' and an origin 'unix' or a "
+                        "date.") from None
+    return step, base
+
+
+def outside_range(seconds: np.ndarray) -> np.ndarray:
+    """``bool`` mask of Unix seconds outside :data:`TIME_MIN` .. :data:`TIME_MAX` (NaN too)."""
+    lo, hi = float(TIME_MIN.astype(np.int64)), float(TIME_MAX.astype(np.int64))
+    return ~((seconds >= lo) & (seconds <= hi))
+
+
+def other_epoch_unit(magnitude: float, unit: str) -> str | None:
+    """The epoch unit, other than ``unit``, that puts numbers of this median
+    ``magnitude`` in 1990 .. 2043 (e.g. milliseconds read as seconds), or None."""
+    for u, per in EPOCH_UNITS.items():
+        if u != unit and 6.3e8 <= magnitude * per <= 2.3e9:
+            return u
+    return None
+
+
+def wrong_epoch_unit(where: str, column: str, unit: str, magnitude: float, example: str,
+                     other: str) -> DataError:
+    """The error for numbers that look like epoch ``other`` read as ``unit`` (``where``:
+    source and file; ``column``: the file's column name; ``example``: one row, named)."""
+    return DataError(
+        f"{where}: column '{column}' (timestamp): with timestamp_unit={unit!r} the median time is "
+        f"{pd.Timestamp(magnitude * EPOCH_UNITS[unit], unit='s')}, but the magnitudes (median "
+        f"{magnitude:.4g}, e.g. {example}) look like {other} since the Unix epoch: pass "
+        f"timestamp_unit={other!r} (or timestamp_origin='1970-01-01' to keep these times as they are).")
+
+
+def implausible_epoch(magnitude: float, unit: str) -> bool:
+    """Numbers of this median ``magnitude`` in epoch ``unit`` put the median time before
+    1973 or after 2100."""
+    return not 1e8 <= magnitude * EPOCH_UNITS[unit] <= 4.1e9
+
 
 _OFFSET = r"(?:Z|[+-]\d\d:?\d\d|UTC|GMT)$"
 

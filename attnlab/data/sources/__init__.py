@@ -2,7 +2,9 @@
 
 Each source module defines ``load(**options) -> EventData`` (keyword-only options
 with defaults) and ``files(**options) -> list[Path]`` (the raw files it reads, for
-cache fingerprints), and registers itself here. Configs name a source by its
+cache fingerprints), and registers itself here. A *streaming source* (``parquet_stream``)
+also sets ``build_store_to``: it writes the cache entry itself, out of core, instead of
+returning all events in memory. Configs name a source by its
 registered name::
 
     from attnlab.data.sources import get_source
@@ -29,12 +31,20 @@ class Source:
       load: ``load(**options) -> EventData``.
       files: ``files(**options) -> list[Path]`` raw inputs (fingerprinted).
       version: bump when the source's repair rules change (invalidates caches).
+      build_store_to: optional ``build_store_to(directory, options, *, seed, progress,
+        subsample=None, extra_meta=None)`` of a streaming source: writes a complete
+        cache entry (the :func:`attnlab.data.pipeline.save_store` layout) into the new
+        ``directory`` from the resolved ``options``; returns a ``SequenceStore`` or None.
+        ``subsample`` is ``{"max_customers", "seed"}`` or None; ``extra_meta`` is merged
+        into the store meta. :func:`attnlab.data.pipeline.load_sequences` uses it instead
+        of ``load`` + ``build_store``.
     """
 
     name: str
     load: Callable[..., EventData]
     files: Callable[..., list[Path]]
     version: str = "1"
+    build_store_to: Callable[..., Any] | None = None
 
     def resolve_options(self, options: dict[str, Any] | None) -> dict[str, Any]:
         """All options with defaults filled in; unknown names raise :class:`DataError`."""
@@ -58,6 +68,7 @@ _BUILTIN = {
     "cdnow": "attnlab.data.sources.cdnow",
     "tabular": "attnlab.data.sources.tabular",
     "synthetic": "attnlab.data.sources.synthetic",
+    "parquet_stream": "attnlab.data.sources.parquet_stream",
 }
 
 

@@ -1,6 +1,7 @@
 """Reading a CSV / Parquet file for the tabular source, refusing what would be mis-read:
 a Parquet file named .csv, a directory, UTF-16/32 without a byte-order mark, a UTF-8 file
-read with a single-byte encoding, a header that splits on another separator."""
+read with a single-byte encoding, a header that splits on another separator; and the
+column mapping every table source (``tabular``, ``parquet_stream``) checks the same way."""
 
 from __future__ import annotations
 
@@ -12,6 +13,43 @@ import pandas as pd
 from attnlab.data.errors import DataError
 
 NAME = "tabular"
+
+MAPPING_KEYS = ("customer_id", "item_id", "timestamp", "basket_id", "quantity", "value",
+                "unit_price", "event_type")
+"""Canonical names a table source's ``columns`` mapping may use."""
+
+
+def column_mapping(columns, *, where: str) -> tuple[dict[str, str], set[str]]:
+    """``(mapped, unmapped)`` of a ``columns`` option: ``mapped`` holds the keys mapped to a
+    file column; ``unmapped`` the keys set to ``false`` (never map them, not even by name);
+    keys set to null are in neither (mapped by name when the file has such a column).
+    Unknown keys, missing required keys, or both ``value`` and ``unit_price``: a
+    :class:`DataError` prefixed with ``where``."""
+    columns = dict(columns or {})
+    unmapped = {k for k, v in columns.items() if v is False}
+    mapped = {k: str(v) for k, v in columns.items() if v is not None and v is not False}
+    unknown = [k for k in mapped if k not in MAPPING_KEYS]
+    lacking = [k for k in ("customer_id", "item_id", "timestamp") if k not in mapped]
+    if unknown or lacking:
+        raise DataError(f"{where}: bad column mapping: unknown keys {unknown}, missing required keys "
+                        f"{lacking}. Allowed keys: {list(MAPPING_KEYS)}.")
+    if "value" in mapped and "unit_price" in mapped:
+        raise DataError(f"{where}: map either 'value' or 'unit_price', not both.")
+    return mapped, unmapped
+
+
+REPAIR_CHOICES = {"on_missing_ids": ("error", "drop"), "duplicates": ("drop", "keep"),
+                  "negative_quantity": ("return", "drop", "error")}
+"""The repair options every table source takes, and their allowed values."""
+
+
+def check_repair_options(source: str, **options: str) -> None:
+    """A :class:`DataError` naming the option when a repair option (:data:`REPAIR_CHOICES`)
+    has a value outside its choices."""
+    for name, value in options.items():
+        if value not in REPAIR_CHOICES[name]:
+            raise DataError(f"[{source}] option {name}={value!r} is not one of {list(REPAIR_CHOICES[name])}.")
+
 
 _BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
          (b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))

@@ -55,11 +55,12 @@ from attnlab.data.events import (
 )
 from attnlab.data.schema import NO_ITEM, EventType
 from attnlab.data.sources import Source, register_source
-from attnlab.data.sources.table_files import read_table
+from attnlab.data.sources.table_files import check_repair_options, column_mapping, read_table
+from attnlab.data.timestamps import (
+    EPOCH_UNITS, implausible_epoch, other_epoch_unit, outside_range, unit_origin_seconds, wrong_epoch_unit,
+)
 
 NAME = "tabular"
-_KEYS = ("customer_id", "item_id", "timestamp", "basket_id", "quantity", "value",
-         "unit_price", "event_type")
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -140,25 +141,12 @@ def load(
       DataError: unreadable file, unknown mapping keys or columns, bad values.
     """
     p = Path(path)
-    columns = dict(columns)
-    unmapped = {k for k, v in columns.items() if v is False}  # false: never map this key
-    # null: the column named like the key when the file has one, else the default
-    columns = {k: v for k, v in columns.items() if v is not None and v is not False}
+    # false: never map this key; null: the column named like the key when the file has one
+    columns, unmapped = column_mapping(columns, where=f"[{NAME}] {p}")
     sep = "," if sep is None else sep
     timestamp_origin = "unix" if timestamp_origin is None else timestamp_origin
-    for name, value, choices in (("on_missing_ids", on_missing_ids, ("error", "drop")),
-                                 ("duplicates", duplicates, ("drop", "keep")),
-                                 ("negative_quantity", negative_quantity,
-                                  ("return", "drop", "error"))):
-        if value not in choices:
-            raise DataError(f"[{NAME}] option {name}={value!r} is not one of {list(choices)}.")
-    unknown = [k for k in columns if k not in _KEYS]
-    lacking = [k for k in ("customer_id", "item_id", "timestamp") if k not in columns]
-    if unknown or lacking:
-        raise DataError(f"[{NAME}] {p}: bad column mapping: unknown keys {unknown}, missing "
-                        f"required keys {lacking}. Allowed keys: {list(_KEYS)}.")
-    if "value" in columns and "unit_price" in columns:
-        raise DataError(f"[{NAME}] {p}: map either 'value' or 'unit_price', not both.")
+    check_repair_options(NAME, on_missing_ids=on_missing_ids, duplicates=duplicates,
+                         negative_quantity=negative_quantity)
     fmt = format or _FORMATS.get(p.suffix.lower())
     if fmt not in ("csv", "parquet"):
         raise DataError(f"[{NAME}] {p}: cannot tell the format from suffix {p.suffix!r}; "
@@ -327,55 +315,32 @@ def _raise_if_bad(df, bad, column, columns, label, path, problem, fix) -> None:
                     f"{int(bad.sum()):,} value(s) are {problem}. First offending: {lines}.{fix}")
 
 
-_EPOCH_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
-
-
 def _from_numbers(df, num: pd.Series, unit: str, origin: str, columns, label, path):
     """Numeric times -> datetimes, refusing values outside the supported range (a
     millisecond epoch read with unit 's' lands in the year ~50,000, which pandas would
     otherwise wrap into 1678..2262 and scramble the order)."""
-    try:
-        step = pd.Timedelta(1, unit=unit).total_seconds()
-        base = 0.0 if origin == "unix" else (
-            pd.Timestamp(origin) - pd.Timestamp("1970-01-01")).total_seconds()
-    except (ValueError, TypeError, OverflowError) as err:
-        raise DataError(f"[{NAME}] {path}: timestamp_unit={unit!r} / timestamp_origin="
-                        f"{origin!r} not understood ({err}). Use a unit such as 's', 'ms', "
-                        "'us', 'D' and an origin 'unix' or a date.") from None
+    step, base = unit_origin_seconds(unit, origin, where=f"[{NAME}] {path}")
     arr = num.to_numpy(np.float64, na_value=np.nan)
-    secs = arr * step + base
-    lo = float(TIME_MIN.astype(np.int64))
-    hi = float(TIME_MAX.astype(np.int64))
-    bad = np.isfinite(arr) & ~((secs >= lo) & (secs <= hi))
+    bad = np.isfinite(arr) & outside_range(arr * step + base)
+    epoch = origin == "unix" and unit in EPOCH_UNITS
     if bad.any():
-        hint = ""
         mag = float(np.nanmedian(np.abs(arr[np.isfinite(arr)])))
-        if origin == "unix" and unit in _EPOCH_UNITS:
-            for u, f in _EPOCH_UNITS.items():  # the unit that puts them in 1990..2040
-                if u != unit and 6.3e8 <= mag * f <= 2.3e9:
-                    hint = (f" Their magnitudes (median {mag:.4g}) look like {u} since the "
-                            f"Unix epoch: pass timestamp_unit={u!r}.")
-                    break
+        other = other_epoch_unit(mag, unit) if epoch else None
+        hint = (f" Their magnitudes (median {mag:.4g}) look like {other} since the Unix epoch: pass "
+                f"timestamp_unit={other!r}." if other else "")
         _raise_if_bad(df, bad, "timestamp", columns, label, path,
                       f"outside the supported range {TIME_MIN} .. {TIME_MAX} when read with "
                       f"timestamp_unit={unit!r}, timestamp_origin={origin!r}",
                       hint or " Check timestamp_unit / timestamp_origin, or fix the rows.")
     finite = arr[np.isfinite(arr)]
-    if origin == "unix" and unit in _EPOCH_UNITS and len(finite):
+    if epoch and len(finite):
         mag = float(np.median(np.abs(finite)))
-        implied = mag * _EPOCH_UNITS[unit]
-        if not 1e8 <= implied <= 4.1e9:  # median before 1973 or after 2100
-            for u, f in _EPOCH_UNITS.items():
-                if u != unit and 6.3e8 <= mag * f <= 2.3e9:
-                    raise DataError(
-                        f"[{NAME}] {path}: column '{columns['timestamp']}' (timestamp): "
-                        f"with timestamp_unit={unit!r} the median time is "
-                        f"{pd.Timestamp(implied, unit='s')}, but the magnitudes (median "
-                        f"{mag:.4g}, e.g. {label} {df.index[0]} ({df['timestamp'].iloc[0]!r})) "
-                        f"look like {u} since the Unix epoch: pass timestamp_unit={u!r} (or "
-                        "timestamp_origin='1970-01-01' to keep these times as they are).")
+        other = other_epoch_unit(mag, unit) if implausible_epoch(mag, unit) else None
+        if other:
+            raise wrong_epoch_unit(f"[{NAME}] {path}", columns["timestamp"], unit, mag,
+                                   f"{label} {df.index[0]} ({df['timestamp'].iloc[0]!r})", other)
     # exact integer arithmetic where possible (float64 ns would round)
-    if pd.api.types.is_integer_dtype(num.dtype) and unit in _EPOCH_UNITS and origin == "unix":
+    if pd.api.types.is_integer_dtype(num.dtype) and epoch:
         return pd.Series(num.to_numpy(np.int64).astype(f"datetime64[{unit}]"),
                          index=num.index)
     return pd.to_datetime(num, unit=unit, origin=origin)
