@@ -83,6 +83,12 @@ def window_indices(
     return np.where(valid, idx, -1), lengths.astype(np.int32)
 
 
+def window_lengths(store: SequenceStore, customers: np.ndarray, ends: np.ndarray, max_len: int) -> np.ndarray:
+    """Events each window ``(customer row, exclusive end)`` holds: the last ``max_len`` at most."""
+    starts = np.asarray(store.offsets)[np.asarray(customers, np.int64)]
+    return np.minimum(np.asarray(ends, np.int64) - starts, max_len).clip(min=0)
+
+
 def make_batch(
     store: SequenceStore,
     *,

@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from attnlab import results as res
 from attnlab.atomic import atomic_copy, atomic_write_npz
+from attnlab.data.buckets import resolve_buckets
 from attnlab.data.pipeline import load_sequences
 from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples, Split
@@ -143,10 +144,15 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
         cleanup.callback(tracker.finish)
         evaluated = evaluate_baselines(task, store, split, progress=progress)  # before the model: their peak_mb
         model = build_model(model_cfg, n_items=store.n_items, seed=seed)
-        steps_per_epoch = training_passes(task, store, split, tr, max_len=model.max_len)
+        layout = batch_layout(tr, mesh, max_len=model.max_len)
+        steps_per_epoch = training_passes(task, store, split, tr, max_len=model.max_len, seed=seed,
+                                          buckets=layout["buckets"])
+        provenance["length_buckets"] = task.plans.describe(max_len=model.max_len, batch_size=int(tr.batch_size),
+                                                           seed=seed, buckets=layout["buckets"])
         ckpts = Checkpoints(out_dir / "checkpoints")
         cleanup.callback(ckpts.close)
-        score_fn = task.model_scores(model, max_len=model.max_len, batch_size=int(tr.eval_batch_size))
+        score_fn = task.model_scores(model, max_len=model.max_len, batch_size=int(tr.eval_batch_size),
+                                     buckets=layout["buckets"])
         state = fit(model, task, store, split, tr, mesh=mesh, ckpts=ckpts, score_fn=score_fn, tracker=tracker,
                     steps_per_epoch=steps_per_epoch, seed=seed, progress=progress,
                     resume_key=res.config_hash(c, ignore=res.NOT_RESULTS + ("trainer.max_epochs", "trainer.patience")),
@@ -211,9 +217,19 @@ def make_split(task, store: SequenceStore, *, seed: int) -> Split:
     return split
 
 
-def training_passes(task, store: SequenceStore, split: Split, tr: TrainerConfig, *, max_len: int) -> int:
-    """Optimisation steps in one pass over the training windows (``limit_train_batches`` caps it)."""
-    steps = task.steps_per_epoch(store, split, max_len=max_len, batch_size=int(tr.batch_size))
+def batch_layout(tr: TrainerConfig, mesh: meshes.Mesh, *, max_len: int) -> dict[str, int]:
+    """How training batches are shaped: ``buckets`` static lengths
+    (``trainer.length_buckets``, :func:`attnlab.data.buckets.resolve_buckets`), rows padded
+    to a multiple of ``row_multiple``, the devices of the mesh's data axis."""
+    return {"buckets": resolve_buckets(tr.length_buckets, max_len), "row_multiple": int(mesh.shape["data"])}
+
+
+def training_passes(task, store: SequenceStore, split: Split, tr: TrainerConfig, *, max_len: int, seed: int = 0,
+                    buckets: int = 1) -> int:
+    """Optimisation steps in one pass over the training windows (``limit_train_batches`` caps it;
+    with length buckets, the first pass's)."""
+    steps = task.steps_per_epoch(store, split, max_len=max_len, batch_size=int(tr.batch_size), buckets=buckets,
+                                 seed=seed)
     if tr.limit_train_batches:
         steps = min(steps, int(tr.limit_train_batches))
     if steps == 0:
@@ -269,8 +285,15 @@ def fit(model, task, store: SequenceStore, split: Split, tr: TrainerConfig, *, m
     # the schedule's length: the step budget, else max_epochs whole passes
     total_steps = int(tr.max_steps) if tr.max_steps else int(tr.max_epochs) * steps_per_epoch
     max_epochs = int(tr.max_epochs) if tr.max_epochs else -(-total_steps // steps_per_epoch)
+    layout = batch_layout(tr, mesh, max_len=model.max_len)
+    # length-bucketed passes differ by a batch or two from the first one: they run whole, and
+    # without trainer.max_epochs the passes go on until the step budget is spent
+    bucketed = layout["buckets"] > 1
+    per_pass = None if bucketed and not tr.limit_train_batches else steps_per_epoch
+    pass_cap = int(tr.max_epochs) if tr.max_epochs else (None if bucketed else max_epochs)
     optimizer = nnx.Optimizer(model, make_optimizer(tr, total_steps=total_steps), wrt=nnx.Param)
-    nnx.update((model, optimizer), meshes.replicate(nnx.state((model, optimizer)), mesh))
+    nnx.update((model, optimizer), meshes.place_state(nnx.state((model, optimizer)), mesh,
+                                                      catalogue_rows=model.n_items + 1))
     log.info("training budget: %d steps (%d per pass over the training windows, at most %d passes), "
              "batch %d over %d device(s) (mesh %s)", total_steps, steps_per_epoch, max_epochs, tr.batch_size,
              mesh.size, dict(mesh.shape))
@@ -278,27 +301,35 @@ def fit(model, task, store: SequenceStore, split: Split, tr: TrainerConfig, *, m
     if not tr.resume:
         ckpts.discard()  # start fresh: earlier checkpoints in this folder are moved aside
     elif ckpts.latest_step() is not None:
-        state = resume(ckpts, (model, optimizer), fresh=state, max_epochs=max_epochs)
+        state = resume(ckpts, (model, optimizer), fresh=state, max_epochs=pass_cap or max(max_epochs, 2**31 - 1))
     define_axes(tracker, monitor=task.monitor)
-    step_fn = nnx.jit(functools.partial(_train_step, loss=task.loss))
+    # a split item table keeps its layout through the update (else XLA may re-lay out any parameter)
+    state_layout = (jax.tree.map(lambda x: x.sharding, nnx.state((model, optimizer)))
+                    if meshes.ITEM in mesh.axis_names else None)
+    step_fn = nnx.jit(functools.partial(_train_step, loss=task.loss, layout=state_layout))
     steps = _StepLog(tracker, lr_schedule(tr, total_steps), every=log_every)
     base_key = meshes.replicate(jax.random.key(seed), mesh)  # a step's dropout key: fold_in(seed, step)
-    while state.epoch < max_epochs and state.step < total_steps and state.bad_epochs < int(tr.patience):
+    while ((pass_cap is None or state.epoch < pass_cap) and state.step < total_steps
+           and state.bad_epochs < int(tr.patience)):
         epoch = state.epoch
         t0 = time.perf_counter()
         batches = task.train_batches(store, split, max_len=model.max_len, batch_size=int(tr.batch_size),
-                                     epoch=epoch, seed=seed, memory=model.history_memory)
-        n_steps = min(steps_per_epoch, total_steps - state.step)
+                                     epoch=epoch, seed=seed, memory=model.history_memory, **layout)
+        n_steps = total_steps - state.step if per_pass is None else min(per_pass, total_steps - state.step)
         losses, events = [], 0
         for inputs, targets in tqdm(itertools.islice(batches, n_steps), desc=f"epoch {epoch + 1}/{max_epochs}",
-                                    disable=not progress, leave=False, unit="batch", total=n_steps):
-            on_mesh = meshes.shard_batch((inputs, targets), mesh, batch_size=int(tr.batch_size))
+                                    disable=not progress, leave=False, unit="batch",
+                                    total=min(n_steps, steps_per_epoch)):
+            on_mesh = meshes.shard_batch((inputs, targets), mesh, batch_size=len(inputs["lengths"]))
             losses.append(step_fn(model, optimizer, *on_mesh, jax.random.fold_in(base_key, state.step)))
             events += int(inputs["lengths"].sum())
             state.train_targets += task.n_targets(targets)
             state.step += 1
             steps.add(state.step, losses[-1])
-        train_loss = float(np.mean(jax.device_get(losses))) if losses else float("nan")
+        if not losses:
+            raise RuntimeError(f"task={task.name}: training pass {epoch + 1} yielded no batch; the split "
+                               f"report: {split.report}")
+        train_loss = float(np.mean(jax.device_get(losses)))
         train_s = time.perf_counter() - t0
         valid = validate(task, score_fn, store, split.valid, epoch=epoch)
         end_of_pass(state, tracker, valid, monitor=task.monitor, train_loss=train_loss, train_s=train_s, events=events)
@@ -416,12 +447,17 @@ class _StepLog:
             self.pending = []
 
 
-def _train_step(model, optimizer, inputs, targets, key, *, loss):
+def _train_step(model, optimizer, inputs, targets, key, *, loss, layout=None):
+    """One AdamW step. ``layout``: the shardings of ``nnx.state((model, optimizer))`` that the
+    updated state must keep (a split item table); None leaves them to XLA (replicated
+    state stays replicated)."""
     def loss_fn(m):
         return loss(m, inputs, targets, nnx.Rngs(dropout=key))
 
     value, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
+    if layout is not None:
+        nnx.update((model, optimizer), jax.lax.with_sharding_constraint(nnx.state((model, optimizer)), layout))
     return value
 
 

@@ -1,4 +1,5 @@
-"""Data-parallel layout: one device mesh, the batch split on its ``data`` axis.
+"""Data-parallel layout: one device mesh, the batch split on its ``data`` axis (and the
+catalogue tables on an optional ``item`` axis).
 
 The training step is one jitted program over a :class:`jax.sharding.Mesh`. Each batch
 array is placed with ``NamedSharding(mesh, P("data"))`` (its rows split evenly over the
@@ -10,6 +11,9 @@ then runs the step on every device and all-reduces the gradients, so one step ov
 ``trainer.mesh.data`` chooses the layout: ``-1`` (default) every device JAX sees (all
 processes of a multi-process job), ``n`` the first ``n`` devices. On one device the
 placement is a no-op on values and the compiled step is the single-device program.
+``trainer.mesh.item = k > 1`` (catalogues too large to replicate) adds a second axis:
+``data x k`` devices, the batch split over ``data``, the item table (and its optimiser
+moments) split by embedding columns over ``item`` (:func:`place_state`).
 
 Multi-process: every process builds the same global batch (the order and negatives are
 drawn from ``(seed, epoch)``) and hands JAX only the rows its own devices hold
@@ -29,18 +33,23 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from attnlab.typed_config import ConfigError, TypedConfig
 
 DATA = "data"
+ITEM = "item"
+
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig(TypedConfig):
     """``trainer.mesh``: devices on each mesh axis."""
 
-    data: int = -1   # devices the batch is split over; -1 = every device (of every process)
+    data: int = -1   # devices the batch is split over; -1 = every device (of every process) / item
+    item: int = 1    # devices the catalogue tables are split over (FSDP-style, by embedding columns)
 
     GROUP = "trainer.mesh"
 
     def check(self) -> None:
         if self.data == 0 or self.data < -1:
             raise self.bad("data", self.data, "a device count >= 1, or -1 for every device")
+        if self.item < 1:
+            raise self.bad("item", self.item, "a device count >= 1")
 
 
 def _devices_text() -> str:
@@ -53,14 +62,19 @@ def _devices_text() -> str:
 
 
 def make_mesh(cfg: MeshConfig, *, batch_size: int) -> Mesh:
-    """The training mesh for ``cfg``, checked against the devices and the batch size."""
-    n = jax.device_count()
-    data = n if cfg.data == -1 else cfg.data
-    if data > n:
+    """The training mesh for ``cfg``, checked against the devices and the batch size: axes
+    ``("data",)``, or ``("data", "item")`` with ``trainer.mesh.item > 1``."""
+    n, item = jax.device_count(), cfg.item
+    if item > n or n % item:
         raise ConfigError(
-            f"trainer.mesh.data={cfg.data} asks for more devices than there are: {_devices_text()}. "
-            f"Use trainer.mesh.data=-1 (every device) or a number <= {n}.")
-    if jax.process_count() > 1 and data != n:
+            f"trainer.mesh.item={item} must divide the devices ({_devices_text()}): use 1 or a divisor of {n}.")
+    data = n // item if cfg.data == -1 else cfg.data
+    if data * item > n:
+        raise ConfigError(
+            f"trainer.mesh.data={cfg.data} asks for more devices than there are: {_devices_text()}"
+            f"{f' (x trainer.mesh.item={item})' if item > 1 else ''}. "
+            f"Use trainer.mesh.data=-1 (every device) or a number <= {n // item}.")
+    if jax.process_count() > 1 and data * item != n:
         raise ConfigError(
             f"trainer.mesh.data={cfg.data}: a multi-process job trains on every device ({_devices_text()}); "
             "use trainer.mesh.data=-1.")
@@ -70,7 +84,9 @@ def make_mesh(cfg: MeshConfig, *, batch_size: int) -> Mesh:
             f"({_devices_text()}; trainer.mesh.data={cfg.data}): use a multiple of {data}, e.g. "
             f"trainer.batch_size={max(data, batch_size - batch_size % data)}, or fewer devices "
             "(trainer.mesh.data=N). The batch size is the global batch over all devices.")
-    return Mesh(np.asarray(jax.devices()[:data]), (DATA,))
+    if item == 1:
+        return Mesh(np.asarray(jax.devices()[:data]), (DATA,))
+    return Mesh(np.asarray(jax.devices()[:data * item]).reshape(data, item), (DATA, ITEM))
 
 
 def describe(mesh: Mesh) -> dict[str, Any]:
@@ -100,6 +116,30 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.tree.map(lambda x: _place(x, sharding), tree)
 
 
+def place_state(tree: Any, mesh: Mesh, *, catalogue_rows: int) -> Any:
+    """Parameters and optimiser state on the mesh: replicated, except, on a mesh with an
+    ``item`` axis, the catalogue tables (2-D leaves of ``catalogue_rows`` rows: the item
+    embedding, which is also the output layer, and its Adam moments) split by columns
+    over ``item`` (``P(None, "item")``: each device holds ``d / item`` of every item's
+    vector). XLA's partitioner adds the collectives, so the full-softmax and sampled-softmax
+    losses are the replicated ones up to the order of fp32 additions. Columns, not rows:
+    ``n_items + 1`` rarely divides evenly, ``d_model`` must (checked here)."""
+    whole = replicated(mesh)
+    split = NamedSharding(mesh, P(None, ITEM)) if ITEM in mesh.axis_names else None
+
+    def put(x):
+        if split is not None and getattr(x, "ndim", 0) == 2 and x.shape[0] == catalogue_rows:
+            if x.shape[1] % mesh.shape[ITEM]:
+                raise ConfigError(
+                    f"trainer.mesh.item={mesh.shape[ITEM]} splits the item table by its {x.shape[1]} columns "
+                    f"(model.d_model): use a model.d_model that is a multiple of {mesh.shape[ITEM]}, or "
+                    "trainer.mesh.item=1.")
+            return _place(x, split)
+        return _place(x, whole)
+
+    return jax.tree.map(put, tree)
+
+
 def shard_batch(tree: Any, mesh: Mesh, *, batch_size: int) -> Any:
     """A batch placed on the mesh: arrays with ``batch_size`` rows split over ``data``,
     anything else (e.g. a batch's shared sampled negatives) replicated. Either way the
@@ -117,15 +157,20 @@ def shard_batch(tree: Any, mesh: Mesh, *, batch_size: int) -> Any:
 
 
 def first_copy(tree: Any) -> Any:
-    """Each replicated leaf of ``tree`` as this process's copy on its first local device.
-    After training, evaluation and the tracker's extras then run per process, with no
-    collective (process 0 alone draws the W&B attention heatmap)."""
+    """Each leaf of ``tree`` whole on this process's first local device (a replicated leaf:
+    its local copy; a split one, e.g. the item table on an ``item`` axis: gathered). After
+    training, evaluation and the tracker's extras then run per process, with no collective
+    (process 0 alone draws the W&B attention heatmap)."""
 
     def local(x):
         if not isinstance(x, jax.Array) or len(x.sharding.device_set) == 1:
             return x
         if not x.sharding.is_fully_replicated:
-            raise ValueError(f"first_copy: an array sharded as {x.sharding} has no full copy on one device")
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
+
+                x = np.asarray(multihost_utils.process_allgather(x, tiled=True))
+            return jax.device_put(x, jax.local_devices()[0])
         return x.addressable_data(0)
 
     return jax.tree.map(local, tree)

@@ -56,6 +56,7 @@ class TrainerConfig(TypedConfig):
     resume: bool = True
     skip_completed: bool | None = None
     limit_train_batches: int | None = None  # debug: cap batches per pass
+    length_buckets: int | None = None  # static batch lengths (attnlab.data.buckets); null = auto: 8 from max_len 512, else 1
     # where it runs, not what it computes (docs/scaling.md); left out of the config hash
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)  # data-parallel layout
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)  # multi-process job
@@ -76,7 +77,7 @@ class TrainerConfig(TypedConfig):
         for key in ("batch_size", "eval_batch_size", "patience"):
             if getattr(self, key) < 1:
                 raise self.bad(key, getattr(self, key), "must be >= 1")
-        for key in ("max_steps", "max_epochs", "limit_train_batches"):
+        for key in ("max_steps", "max_epochs", "limit_train_batches", "length_buckets"):
             v = getattr(self, key)
             if v is not None and v < 1:
                 raise self.bad(key, v, "must be >= 1 or null")

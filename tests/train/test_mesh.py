@@ -33,6 +33,7 @@ PARAM_ATOL = 2e-4
 # a few steps of debug=tiny: 3 batches a pass, 2 passes (validation and a checkpoint after each)
 SHORT = ("trainer.max_steps=6", "trainer.limit_train_batches=3", "trainer.max_epochs=2", "trainer.patience=5")
 FIRST_PASS = (*SHORT[:2], "trainer.max_epochs=1", "trainer.patience=5")  # a run stopped after its first pass
+ITEM_SPLIT = ("trainer.mesh.data=2", "trainer.mesh.item=2")  # the item table split over 2 of the 4 devices
 
 
 # -- what both sides run -------------------------------------------------------------------
@@ -90,13 +91,16 @@ def train(out: Path, *overrides: str) -> dict:
         loop._StepLog.add, loop.fit, loop.make_tracker = add, fit, make_tracker
     leaves = jax.tree_util.tree_leaves_with_path(seen["params"])
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / f"params{jax.process_index()}.npz",
-             **{jax.tree_util.keystr(p): np.asarray(x.addressable_data(0)) for p, x in leaves})
+    np.savez(out / f"params{jax.process_index()}.npz",  # whole arrays (an item-split table gathered)
+             **{jax.tree_util.keystr(p): np.asarray(x if x.is_fully_addressable else x.addressable_data(0))
+                for p, x in leaves})
     sharding = leaves[0][1].sharding
     return {"steps": steps, "history": [h["train_loss"] for h in result.history],
             "ndcg": result.metrics["model"]["ndcg@10"], "path": result.path, "layout": result.provenance["layout"],
-            "param_devices": len(sharding.device_set), "replicated": bool(sharding.is_fully_replicated),
-            "trackers": seen["trackers"]}
+            "param_devices": len(sharding.device_set),
+            "replicated": all(x.sharding.is_fully_replicated for _, x in leaves),
+            "split": [jax.tree_util.keystr(p) for p, x in leaves if not x.sharding.is_fully_replicated],
+            "trackers": seen["trackers"], "length_buckets": result.provenance["length_buckets"]}
 
 
 def params(out: Path, process: int = 0) -> dict[str, np.ndarray]:
@@ -137,6 +141,8 @@ def worker(spec: dict) -> dict:
             "too_many": error_of(lambda: train_and_evaluate(compose(out / "m", "trainer.mesh.data=8"))),
             "built_nothing": not (out / "cache").exists(),
         }
+        report["errors"]["item_columns"] = error_of(lambda: train_and_evaluate(
+            compose(out / "i", "trainer.mesh.item=4", "model.d_model=18")))
     return report
 
 
@@ -173,6 +179,7 @@ def test_vanilla_on_four_devices_trains_like_one_and_checkpoints_move_between_th
     one_then, four_then = tmp_path / "one_then_four", tmp_path / "four_then_one"
     build_data(tmp_path)
     proc = run_worker(tmp_path, {"runs": [["four", str(tmp_path / "four"), SHORT],
+                                          ["items", str(tmp_path / "items"), [*SHORT, *ITEM_SPLIT]],
                                           ["first", str(four_then), FIRST_PASS],
                                           ["resumed", str(one_then), SHORT, str(one_then / "run" / "result.json")]],
                                  "errors": str(tmp_path / "errors")}, devices=4)
@@ -183,6 +190,11 @@ def test_vanilla_on_four_devices_trains_like_one_and_checkpoints_move_between_th
     assert one["layout"] == {"mesh": {"data": 1}, "devices": 1, "processes": 1, "platform": "cpu"}
     assert four["layout"]["mesh"] == {"data": 4} and four["param_devices"] == 4 and four["replicated"]
     check_alike(four, one, params(tmp_path / "four"), params(tmp_path / "one"))
+    # the item table split by columns over an item axis (2 x 2 devices): the same training
+    items = report["runs"]["items"]
+    assert items["layout"]["mesh"] == {"data": 2, "item": 2}
+    assert items["split"] and all("embed" in name or "item" in name for name in items["split"]), items["split"]
+    check_alike(items, one, params(tmp_path / "items"), params(tmp_path / "one"))
 
     resumed_on_four = report["runs"]["resumed"]
     assert resumed_on_four["param_devices"] == 4 and resumed_on_four["replicated"]
@@ -198,6 +210,7 @@ def test_vanilla_on_four_devices_trains_like_one_and_checkpoints_move_between_th
     assert "trainer.batch_size=18" in errors["batch"] and "4 cpu device(s)" in errors["batch"], errors
     assert "trainer.mesh.data=8" in errors["too_many"] and "4 cpu device(s)" in errors["too_many"], errors
     assert errors["built_nothing"]
+    assert "trainer.mesh.item=4" in errors["item_columns"] and "model.d_model" in errors["item_columns"], errors
 
 
 def check_alike(many: dict, one: dict, many_params: dict, one_params: dict) -> None:
@@ -207,13 +220,26 @@ def check_alike(many: dict, one: dict, many_params: dict, one_params: dict) -> N
     same_params(many_params, one_params, PARAM_ATOL)
 
 
-def test_lstm_on_four_devices_trains_like_one(tmp_path):
+def test_lstm_with_length_buckets_and_sampled_softmax_on_four_devices_trains_like_one(tmp_path):
+    """The LSTM, with length-bucketed batches (3 static lengths up to 48, rows by a token
+    budget, so most batches' rows are not a multiple of 4) and the sampled softmax (32
+    shared negatives): on 4 devices each batch is padded with empty rows to a multiple of 4
+    and trains like one device; so does the 2 x 2 mesh with the item table split."""
     build_data(tmp_path)
-    proc = run_worker(tmp_path, {"runs": [["four", str(tmp_path / "four"), ["model=lstm", *SHORT]]]}, devices=4)
-    one = train(tmp_path / "one", "model=lstm", *SHORT)
-    four = finish(proc, tmp_path)["runs"]["four"]
+    bucketed = ("model=lstm", "model.max_len=48", "trainer.length_buckets=3",
+                "task.sampled_softmax.negatives=32", *SHORT)
+    proc = run_worker(tmp_path, {"runs": [["four", str(tmp_path / "four"), list(bucketed)],
+                                          ["items", str(tmp_path / "items"), [*bucketed, *ITEM_SPLIT]]]},
+                      devices=4)
+    one = train(tmp_path / "one", *bucketed)
+    runs = finish(proc, tmp_path)["runs"]
+    four, items = runs["four"], runs["items"]
     assert four["param_devices"] == 4 and four["replicated"]
     check_alike(four, one, params(tmp_path / "four"), params(tmp_path / "one"))
+    assert items["split"] and not items["replicated"]
+    check_alike(items, one, params(tmp_path / "items"), params(tmp_path / "one"))
+    shapes = one["length_buckets"]["shapes"]
+    assert len(shapes) > 1 and any(rows % 4 for rows, _ in shapes), shapes
 
 
 def test_more_devices_than_there_are_fails_before_any_work(tmp_path):
@@ -223,6 +249,8 @@ def test_more_devices_than_there_are_fails_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match=r"trainer.mesh.data=2 asks for more devices than there are: "
                                           r"1 cpu device\(s\) visible"):
         train_and_evaluate(compose(tmp_path / "x", "trainer.mesh.data=2"))
+    with pytest.raises(ConfigError, match=r"trainer.mesh.item=2 must divide the devices \(1 cpu device\(s\)"):
+        train_and_evaluate(compose(tmp_path / "y", "trainer.mesh.item=2"))
     assert not (tmp_path / "cache").exists()
 
 

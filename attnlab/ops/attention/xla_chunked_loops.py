@@ -46,14 +46,16 @@ class Tiling:
 
 def key_block_steps(i, spec: StaticSpec, tiling: Tiling, kmax=None):
     """Key blocks visited by query block ``i`` (a traced int), never past ``kmax``
-    (the longest sequence; None: the padded length).
+    (the longest sequence of the batch; None: the padded length). A query block at or
+    past ``kmax`` is padding in every row and visits nothing, so a batch shorter than its
+    padded shape costs the blocks of its longest row, not of the shape.
 
     Returns ``(global_hi, lo, num_steps)``: step ``t < global_hi`` visits block ``t``,
     later steps visit ``lo + t - global_hi``.
     """
     global_hi, lo, hi = key_block_range(
         i * tiling.block_q, tiling.block_q, tiling.block_k, spec,
-        k_len=tiling.length if kmax is None else kmax)
+        k_len=tiling.length if kmax is None else kmax, q_len=kmax)
     return global_hi, lo, global_hi + hi - lo
 
 

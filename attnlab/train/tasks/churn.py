@@ -13,12 +13,14 @@ from flax import nnx
 
 from attnlab.baselines.registry import CHURN, FittedBaseline, churn_baselines
 from attnlab.data import splits as protocols
-from attnlab.data.batching import make_batch
+from attnlab.data.batching import make_batch, window_lengths
 from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples, Split
 from attnlab.eval import evaluate as evaluation
 from attnlab.train.task_config import ChurnConfig
-from attnlab.train.tasks.common import check_baselines, pad_rows, predictor, typed
+from attnlab.train.tasks.common import (
+    BucketPlans, check_baselines, pad_rows, predictor, round_rows, typed, window_batches,
+)
 from attnlab.train.tasks.sampling import pick_per_group
 
 
@@ -46,6 +48,7 @@ class ChurnTask:
         self.cfg = cfg = typed(ChurnConfig, cfg)
         self.monitor = cfg.monitor or type(self).monitor
         check_baselines(cfg.baselines, CHURN, "churn")
+        self.plans: BucketPlans | None = None
 
     def split(self, store: SequenceStore, *, seed: int) -> Split:
         return protocols.churn_split(store, cutoff=self.cfg.cutoff, horizon=self.cfg.horizon, mode=self.cfg.mode,
@@ -65,6 +68,12 @@ class ChurnTask:
         ex = split.train
         self._offsets = np.concatenate([[0], np.flatnonzero(np.diff(ex.customer)) + 1, [len(ex)]]).astype(np.int64)
 
+        def first_pass_lengths(max_len: int, seed: int) -> np.ndarray:
+            first = ex.take(self.train_rows(split, epoch=0, seed=seed))
+            return window_lengths(store, first.customer, first.end, max_len)
+
+        self.plans = BucketPlans(first_pass_lengths)
+
     def train_rows(self, split: Split, *, epoch: int, seed: int) -> np.ndarray:
         """Rows of ``split.train`` used in one pass: ``windows_per_customer`` distinct
         labelled cut-offs per customer (all of them if it has fewer), seeded by
@@ -75,24 +84,34 @@ class ChurnTask:
             return np.arange(n)
         return np.sort(pick_per_group(self._offsets, per, np.random.default_rng([seed, epoch, 2])))
 
-    def steps_per_epoch(self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int) -> int:
+    def steps_per_epoch(self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int,
+                        buckets: int = 1, seed: int = 0) -> int:
+        plan = self.plans.get(max_len=max_len, batch_size=batch_size, buckets=buckets, seed=seed)
+        if plan is not None:
+            first = split.train.take(self.train_rows(split, epoch=0, seed=seed))
+            return plan.n_batches(window_lengths(store, first.customer, first.end, max_len))
         per = self.cfg.windows_per_customer
         counts = np.diff(self._offsets)
         n = int(np.minimum(counts, per).sum()) if per else int(counts.sum())
         return -(-n // batch_size)
 
-    def train_batches(self, store, split, *, max_len, batch_size, epoch, seed, memory=0):
+    def train_batches(self, store, split, *, max_len, batch_size, epoch, seed, memory=0, buckets=1,
+                      row_multiple=1):
         """Yields ``(inputs, labels)``. ``memory`` is ignored: the churn head does not
-        read the copy head's history memory."""
+        read the copy head's history memory. ``buckets``, ``row_multiple``: length-bucketed
+        batches and rows padded for the devices, as in
+        :meth:`attnlab.train.tasks.ranking.NextItemTask.train_batches`."""
         ex = split.train.take(self.train_rows(split, epoch=epoch, seed=seed))
-        order = np.random.default_rng([seed, epoch]).permutation(len(ex))
-        for i in range(0, len(order), batch_size):
-            sel = order[i : i + batch_size]
+        plan = self.plans.get(max_len=max_len, batch_size=batch_size, buckets=buckets, seed=seed)
+        lengths = None if plan is None else window_lengths(store, ex.customer, ex.end, max_len)
+        for sel, length, rows in window_batches(len(ex), batch_size=batch_size, max_len=max_len, plan=plan,
+                                                lengths=lengths, rng=np.random.default_rng([seed, epoch])):
             b = make_batch(store, customers=ex.customer[sel], ends=ex.end[sel], cutoffs=ex.cutoff[sel],
-                           max_len=max_len)
-            labels = np.full(batch_size, -1.0, np.float32)  # -1 marks padded rows
+                           max_len=length)
+            rows = round_rows(rows, row_multiple)
+            labels = np.full(rows, -1.0, np.float32)  # -1 marks padded rows
             labels[: len(sel)] = ex.label[sel]
-            yield pad_rows(b.model_inputs(), batch_size), labels
+            yield pad_rows(b.model_inputs(), rows), labels
 
     @staticmethod
     def n_targets(labels) -> int:
@@ -106,9 +125,11 @@ class ChurnTask:
         bce = optax.sigmoid_binary_cross_entropy(logit, jnp.clip(labels, 0.0, 1.0))
         return jnp.sum(jnp.where(mask, bce, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
-    def model_scores(self, model, *, max_len: int, batch_size: int):
+    def model_scores(self, model, *, max_len: int, batch_size: int, buckets: int = 1):
+        """Churn probabilities of examples; ``buckets``: length-bucketed batches
+        (:func:`attnlab.train.tasks.common.predictor`)."""
         @nnx.jit
         def probs(model, inputs):
             return jax.nn.sigmoid(model.churn_logit(inputs))
 
-        return predictor(probs, model, max_len=max_len, batch_size=batch_size, use_cutoff=True)
+        return predictor(probs, model, max_len=max_len, batch_size=batch_size, use_cutoff=True, buckets=buckets)

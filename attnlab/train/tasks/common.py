@@ -8,7 +8,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from attnlab.data.batching import make_batch
+from attnlab.data.batching import make_batch, window_lengths
+from attnlab.data.buckets import BucketPlan, bucket_edges, bucket_of, pass_padding, plan_buckets
 from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples, Split
 from attnlab.typed_config import TypedConfig
@@ -25,25 +26,98 @@ def pad_rows(arrays: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     return out
 
 
-def predictor(fn, model, *, max_len: int, batch_size: int, use_cutoff: bool, memory: int = 0):
+def round_rows(rows: int, multiple: int) -> int:
+    """``rows`` rounded up to a multiple of ``multiple`` (the data-parallel devices)."""
+    return -(-rows // multiple) * multiple
+
+
+def window_batches(n: int, *, batch_size: int, max_len: int, plan: BucketPlan | None,
+                   lengths: np.ndarray | None, rng: np.random.Generator) -> list[tuple[np.ndarray, int, int]]:
+    """One pass's batches over ``n`` training rows: ``[(rows, padded length, batch rows)]``.
+
+    ``plan`` None: the one-shape batches (a seeded permutation cut into ``batch_size``
+    rows, each padded to ``max_len``; ``rng`` is used exactly as before buckets existed).
+    Else :meth:`attnlab.data.buckets.BucketPlan.batches` over the rows' window ``lengths``.
+    """
+    if plan is None:
+        order = rng.permutation(n)
+        return [(order[i:i + batch_size], max_len, batch_size) for i in range(0, n, batch_size)]
+    return plan.batches(lengths, rng)
+
+
+class BucketPlans:
+    """A task's :class:`~attnlab.data.buckets.BucketPlan` per run layout, planned once on
+    the window lengths of the first pass (``epoch = 0``, the run's seed), so every pass and
+    a resumed run use the same static shapes.
+
+    Args:
+      lengths_of: ``(max_len, seed) -> int64[rows]`` window lengths of the first pass.
+    """
+
+    def __init__(self, lengths_of: Callable[[int, int], np.ndarray]):
+        self._lengths_of = lengths_of
+        self._plans: dict[tuple, BucketPlan | None] = {}
+
+    def get(self, *, max_len: int, batch_size: int, buckets: int, seed: int) -> BucketPlan | None:
+        """The plan, or None for one-shape batches (``buckets <= 1``)."""
+        if buckets <= 1:
+            return None
+        key = (max_len, batch_size, buckets, seed)
+        if key not in self._plans:
+            self._plans[key] = plan_buckets(self._lengths_of(max_len, seed), k=buckets, max_len=max_len,
+                                            batch_size=batch_size)
+        return self._plans[key]
+
+    def describe(self, *, max_len: int, batch_size: int, buckets: int, seed: int) -> dict[str, Any]:
+        """For the provenance: the static shapes ``[[rows, length], ...]`` and the share of
+        tokens and of attention work (``length**2`` per row) that the first pass's batches
+        spend on padding in those shapes."""
+        plan = self.get(max_len=max_len, batch_size=batch_size, buckets=buckets, seed=seed)
+        lengths = self._lengths_of(max_len, seed)
+        batches = window_batches(len(lengths), batch_size=batch_size, max_len=max_len, plan=plan,
+                                 lengths=lengths, rng=np.random.default_rng([seed, 0]))
+        report = pass_padding(batches, lengths)
+        return {"buckets": int(buckets), "shapes": [list(s) for s in report["shapes"]],
+                "padding_tokens": round(report["padding_tokens"], 4),
+                "padding_work": round(report["padding_work"], 4)}
+
+
+def predictor(fn, model, *, max_len: int, batch_size: int, use_cutoff: bool, memory: int = 0, buckets: int = 1):
     """``(store, examples) -> np.ndarray`` running jitted ``fn(model, inputs)`` over
-    fixed-size padded batches (one compilation), rows in example order.
+    fixed-size padded batches, rows in example order.
 
     ``use_cutoff``: time features relative to each example's cut-off (churn: the
     scoring date is known) instead of its latest visible event (ranking tasks).
+    ``buckets > 1``: examples grouped by history length into at most ``buckets`` static
+    lengths (:func:`attnlab.data.buckets.bucket_edges` of this call's examples), each
+    batch ``batch_size`` rows of its bucket's length: one compilation per length, the
+    scores in example order as before (equal to the one-shape scores to fp32 rounding).
+    ``buckets = 1``: every batch padded to ``max_len`` (one compilation).
     """
 
-    def predict(store: SequenceStore, ex: Examples) -> np.ndarray:
+    def run(store: SequenceStore, ex: Examples, rows: np.ndarray, length: int) -> np.ndarray:
         out = []
-        for i in range(0, len(ex), batch_size):
-            sl = slice(i, i + batch_size)
+        for i in range(0, len(rows), batch_size):
+            sl = rows[i:i + batch_size]
             b = make_batch(store, customers=ex.customer[sl], ends=ex.end[sl],
-                           cutoffs=ex.cutoff[sl] if use_cutoff else None, max_len=max_len,
-                           memory=memory)
-            out.append(np.asarray(fn(model, pad_rows(b.model_inputs(), batch_size)))[: len(b.lengths)])
-        if out:
-            return np.concatenate(out)
-        return np.zeros((0, store.n_items + 1) if not use_cutoff else (0,), np.float32)
+                           cutoffs=ex.cutoff[sl] if use_cutoff else None, max_len=length, memory=memory)
+            out.append(np.asarray(fn(model, pad_rows(b.model_inputs(), batch_size)))[: len(sl)])
+        return np.concatenate(out)
+
+    def predict(store: SequenceStore, ex: Examples) -> np.ndarray:
+        if len(ex) == 0:
+            return np.zeros((0, store.n_items + 1) if not use_cutoff else (0,), np.float32)
+        if buckets <= 1:
+            return run(store, ex, np.arange(len(ex)), max_len)
+        lengths = window_lengths(store, ex.customer, ex.end, max_len)
+        edges = bucket_edges(lengths, k=buckets, max_len=max_len)
+        bucket = bucket_of(lengths, edges)
+        parts = [(rows, run(store, ex, rows, int(edges[b])))
+                 for b in range(len(edges)) if len(rows := np.flatnonzero(bucket == b))]
+        out = np.empty((len(ex),) + parts[0][1].shape[1:], parts[0][1].dtype)
+        for rows, values in parts:
+            out[rows] = values
+        return out
 
     return predict
 

@@ -14,13 +14,16 @@ from flax import nnx
 
 from attnlab.baselines.registry import RANKING, FittedBaseline, ranking_baselines
 from attnlab.data import splits as protocols
-from attnlab.data.batching import make_batch, next_basket_targets, window_ends
+from attnlab.data.batching import make_batch, next_basket_targets, window_ends, window_lengths
 from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples, Split
 from attnlab.eval import evaluate as evaluation
 from attnlab.eval.chunked import CHUNKED_ABOVE, ITEM_CHUNK, ChunkedScorer
 from attnlab.train.task_config import NextBasketConfig, NextItemConfig, RankingTaskConfig
-from attnlab.train.tasks.common import ScoreFn, check_baselines, pad_rows, predictor, require_items, typed
+from attnlab.train.tasks.common import (
+    BucketPlans, ScoreFn, check_baselines, pad_rows, predictor, require_items, round_rows, typed,
+    window_batches,
+)
 from attnlab.train.tasks.sampling import NegativeSampler, pick_per_group, sample_target_positions
 
 
@@ -68,6 +71,7 @@ class NextItemTask:
         check_baselines(cfg.baselines, RANKING, "ranking")
         self.sampler: NegativeSampler | None = None
         self.target_counts: np.ndarray | None = None
+        self.plans: BucketPlans | None = None
 
     # -- protocol ---------------------------------------------------------------
     def split(self, store: SequenceStore, *, seed: int) -> Split:
@@ -91,6 +95,12 @@ class NextItemTask:
         ss = self.cfg.sampled_softmax
         if ss.negatives and ss.negatives < store.n_items:
             self.sampler = NegativeSampler(self.target_counts, proposal=ss.proposal, alpha=ss.alpha)
+
+        def first_pass_lengths(max_len: int, seed: int) -> np.ndarray:
+            cust, ends = self.train_windows(store, split, max_len=max_len, epoch=0, seed=seed)
+            return window_lengths(store, cust, ends, max_len)
+
+        self.plans = BucketPlans(first_pass_lengths)
 
     def train_windows(self, store: SequenceStore, split: Split, *, max_len: int, epoch: int = 0,
                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -120,8 +130,14 @@ class NextItemTask:
         keep = ends - starts[cust] >= 2
         return cust[keep], ends[keep]
 
-    def steps_per_epoch(self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int) -> int:
-        """Batches in one pass (after :meth:`prepare`)."""
+    def steps_per_epoch(self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int,
+                        buckets: int = 1, seed: int = 0) -> int:
+        """Batches in one pass (after :meth:`prepare`); with length buckets, in the first
+        pass (later passes draw other windows: a bucket may need a batch more or less)."""
+        plan = self.plans.get(max_len=max_len, batch_size=batch_size, buckets=buckets, seed=seed)
+        if plan is not None:
+            cust, ends = self.train_windows(store, split, max_len=max_len, epoch=0, seed=seed)
+            return plan.n_batches(window_lengths(store, cust, ends, max_len))
         if self.cfg.window_ends == "latest":
             n = len(self._latest_windows(store, split, max_len=max_len)[0])
         else:
@@ -130,33 +146,41 @@ class NextItemTask:
 
     def train_batches(
         self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int, epoch: int, seed: int,
-        memory: int = 0,
+        memory: int = 0, buckets: int = 1, row_multiple: int = 1,
     ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-        """Yields ``(inputs, targets)``; targets hold ``index``/``item`` ``int32[batch, P]``
+        """Yields ``(inputs, targets)``; targets hold ``index``/``item`` ``int32[rows, P]``
         and, with sampled softmax, the batch's shared negatives ``neg_item int32[N]``
         and ``neg_log_count float32[N]`` (``log(N q)``).
 
-        ``P = max_len`` (every position with a target) unless ``loss_positions`` asks for
-        a seeded sample per window. Negatives come from their own ``(seed, epoch)``
-        generator, so a resumed run draws the same ones and turning sampled softmax on
-        leaves the order and positions unchanged. ``memory``: history-memory slots per
-        row (``model.history_memory``; 0 = none).
+        ``P`` is the batch's length (every position with a target) unless
+        ``loss_positions`` asks for a seeded sample per window. Negatives come from their
+        own ``(seed, epoch)`` generator, so a resumed run draws the same ones and turning
+        sampled softmax on leaves the order and positions unchanged. ``memory``:
+        history-memory slots per row (``model.history_memory``; 0 = none).
+
+        ``buckets > 1``: length-bucketed batches (:mod:`attnlab.data.buckets`): each batch
+        is ``rows x length`` of one of at most ``buckets`` static shapes. ``buckets = 1``:
+        every batch ``batch_size x max_len``, as before buckets existed. Rows are padded
+        with empty rows (no target) to a multiple of ``row_multiple``, the data-parallel
+        devices, so the batches and the loss do not depend on the device count.
         """
         cust, ends = self.train_windows(store, split, max_len=max_len, epoch=epoch, seed=seed)
+        plan = self.plans.get(max_len=max_len, batch_size=batch_size, buckets=buckets, seed=seed)
         rng = np.random.default_rng([seed, epoch])
         neg_rng = np.random.default_rng([seed, epoch, 1])
-        order = rng.permutation(len(cust))
-        for i in range(0, len(order), batch_size):
-            sel = order[i : i + batch_size]
+        lengths = None if plan is None else window_lengths(store, cust, ends, max_len)
+        for sel, length, rows in window_batches(len(cust), batch_size=batch_size, max_len=max_len, plan=plan,
+                                                lengths=lengths, rng=rng):
             batch = make_batch(store, customers=cust[sel], ends=ends[sel], cutoffs=None,
-                               max_len=max_len, targets=self._targets, memory=memory)
+                               max_len=length, targets=self._targets, memory=memory)
             if self.cfg.loss_positions:
                 index, item = sample_target_positions(batch.targets, self.cfg.loss_positions, rng)
             else:
-                index = np.broadcast_to(np.arange(max_len, dtype=np.int32), batch.targets.shape).copy()
+                index = np.broadcast_to(np.arange(length, dtype=np.int32), batch.targets.shape).copy()
                 item = batch.targets.astype(np.int32)
-            inputs = pad_rows(batch.model_inputs(), batch_size)
-            targets = pad_rows({"index": index, "item": item}, batch_size)
+            rows = round_rows(rows, row_multiple)  # empty rows: no target
+            inputs = pad_rows(batch.model_inputs(), rows)
+            targets = pad_rows({"index": index, "item": item}, rows)
             if self.sampler is not None:
                 targets["neg_item"], targets["neg_log_count"] = self.sampler.draw(
                     neg_rng, self.cfg.sampled_softmax.negatives)
@@ -178,7 +202,7 @@ class NextItemTask:
         return -jnp.sum(jnp.where(mask, logp, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
     def model_scores(self, model, *, max_len: int, batch_size: int,
-                     item_chunk: int | None = None) -> ScoreFn | ChunkedScorer:
+                     item_chunk: int | None = None, buckets: int = 1) -> ScoreFn | ChunkedScorer:
         """A score function over the catalogue for the evaluator.
 
         ``item_chunk``: None = by catalogue size: the whole ``[batch, n_items + 1]``
@@ -188,6 +212,9 @@ class NextItemTask:
         :data:`~attnlab.eval.chunked.ITEM_CHUNK` items per call; 0 = the whole matrix;
         ``k > 0`` = chunks of ``k`` items (:meth:`SequenceModel.next_item_chunk_scores`,
         equal to the whole matrix's columns to fp32 rounding).
+
+        ``buckets > 1``: the whole-matrix scorer groups examples by history length
+        (:func:`attnlab.train.tasks.common.predictor`); the chunked scorer pads to ``max_len``.
         """
         if item_chunk is None:
             item_chunk = ITEM_CHUNK if model.n_items > CHUNKED_ABOVE else 0
@@ -197,7 +224,7 @@ class NextItemTask:
                 return model.next_item_scores(inputs)
 
             return predictor(scores, model, max_len=max_len, batch_size=batch_size, use_cutoff=False,
-                              memory=model.history_memory)
+                             memory=model.history_memory, buckets=buckets)
 
         n_cols = model.n_items + 1
 
