@@ -301,7 +301,7 @@ def fit(model, task, store: SequenceStore, split: Split, tr: TrainerConfig, *, m
     if not tr.resume:
         ckpts.discard()  # start fresh: earlier checkpoints in this folder are moved aside
     elif ckpts.latest_step() is not None:
-        state = resume(ckpts, (model, optimizer), fresh=state, max_epochs=pass_cap or max(max_epochs, 2**31 - 1))
+        state = resume(ckpts, (model, optimizer), fresh=state, max_epochs=pass_cap if pass_cap else 2**31 - 1)
     define_axes(tracker, monitor=task.monitor)
     # a split item table keeps its layout through the update (else XLA may re-lay out any parameter)
     state_layout = (jax.tree.map(lambda x: x.sharding, nnx.state((model, optimizer)))
