@@ -127,6 +127,7 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
     model_cfg = model_config(c["model"])
     distributed.initialize(tr.distributed)  # a no-op for one process (and when train.py did it)
     mesh = meshes.make_mesh(tr.mesh, batch_size=int(tr.batch_size))  # devices vs batch size: checked now
+    meshes.check_item_split(mesh, d_model=model_cfg.d_model)
     # one live run per folder: a second launch into it is refused, a dead owner's lock taken over
     # (process 0 holds it for the job); checkpoint managers and the tracker are closed on the way
     # out, also when the run fails

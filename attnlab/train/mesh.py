@@ -116,6 +116,16 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.tree.map(lambda x: _place(x, sharding), tree)
 
 
+def check_item_split(mesh: Mesh, *, d_model: int) -> None:
+    """A mesh with an ``item`` axis splits the item table by its ``d_model`` columns: they
+    must divide evenly (checked when the run starts, before any work)."""
+    if ITEM in mesh.axis_names and d_model % mesh.shape[ITEM]:
+        raise ConfigError(
+            f"trainer.mesh.item={mesh.shape[ITEM]} splits the item table by its {d_model} columns "
+            f"(model.d_model): use a model.d_model that is a multiple of {mesh.shape[ITEM]}, or "
+            "trainer.mesh.item=1.")
+
+
 def place_state(tree: Any, mesh: Mesh, *, catalogue_rows: int) -> Any:
     """Parameters and optimiser state on the mesh: replicated, except, on a mesh with an
     ``item`` axis, the catalogue tables (2-D leaves of ``catalogue_rows`` rows: the item
@@ -129,11 +139,7 @@ def place_state(tree: Any, mesh: Mesh, *, catalogue_rows: int) -> Any:
 
     def put(x):
         if split is not None and getattr(x, "ndim", 0) == 2 and x.shape[0] == catalogue_rows:
-            if x.shape[1] % mesh.shape[ITEM]:
-                raise ConfigError(
-                    f"trainer.mesh.item={mesh.shape[ITEM]} splits the item table by its {x.shape[1]} columns "
-                    f"(model.d_model): use a model.d_model that is a multiple of {mesh.shape[ITEM]}, or "
-                    "trainer.mesh.item=1.")
+            check_item_split(mesh, d_model=x.shape[1])
             return _place(x, split)
         return _place(x, whole)
 

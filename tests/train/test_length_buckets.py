@@ -166,11 +166,11 @@ def test_bucketed_training_runs_end_to_end_with_the_planned_shapes(tmp_path):
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[
             "debug=tiny", "logger=none", "progress=false", "model.d_model=16", "model.n_layers=1",
-            "model.max_len=32", "model.dropout=0.0", "trainer.length_buckets=3", "trainer.max_epochs=2",
+            "model.max_len=32", "model.dropout=0.0", "trainer.length_buckets=3", "trainer.max_epochs=1",
             "trainer.patience=5", f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}",
             f"paths.results_dir={tmp_path / 'index'}"])
     result = train_and_evaluate(cfg)
-    assert len(result.history) == 2 and all(np.isfinite(h["train_loss"]) for h in result.history)
+    assert len(result.history) == 1 and np.isfinite(result.history[0]["train_loss"])
     c = OmegaConf.to_container(cfg, resolve=True)
     store = load_sequences(c["data"]["name"], dict(c["data"]["options"]), cache_dir=c["paths"]["cache_dir"],
                            progress=False)

@@ -139,10 +139,10 @@ def worker(spec: dict) -> dict:
         report["errors"] = {
             "batch": error_of(lambda: train_and_evaluate(compose(out / "b", "trainer.batch_size=18"))),
             "too_many": error_of(lambda: train_and_evaluate(compose(out / "m", "trainer.mesh.data=8"))),
+            "item_columns": error_of(lambda: train_and_evaluate(
+                compose(out / "i", "trainer.mesh.item=4", "model.d_model=18"))),
             "built_nothing": not (out / "cache").exists(),
         }
-        report["errors"]["item_columns"] = error_of(lambda: train_and_evaluate(
-            compose(out / "i", "trainer.mesh.item=4", "model.d_model=18")))
     return report
 
 
