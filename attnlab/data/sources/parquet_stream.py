@@ -74,15 +74,12 @@ def load(
     Raises:
       DataError: as :func:`attnlab.data.out_of_core.build_store_to`.
     """
+    options = dict(locals())  # the options, as named in the signature
     from attnlab.data.pipeline import load_store
 
     tmp = Path(tempfile.mkdtemp(prefix="attnlab-parquet-stream-"))
     try:
-        meta = _stream(tmp / "store", path=path, columns=columns,
-                       timestamp_unit=timestamp_unit, timestamp_origin=timestamp_origin,
-                       on_missing_ids=on_missing_ids, duplicates=duplicates,
-                       negative_quantity=negative_quantity, batch_rows=batch_rows,
-                       memory_budget_mb=memory_budget_mb, seed=0, progress=False)
+        meta = _stream(tmp / "store", **options, seed=0, progress=False)
         store = load_store(tmp / "store", mmap=False)
         events = store_to_event_frame(store)
     finally:

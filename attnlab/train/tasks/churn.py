@@ -88,8 +88,7 @@ class ChurnTask:
                         buckets: int = 1, seed: int = 0) -> int:
         plan = self.plans.get(max_len=max_len, batch_size=batch_size, buckets=buckets, seed=seed)
         if plan is not None:
-            first = split.train.take(self.train_rows(split, epoch=0, seed=seed))
-            return plan.n_batches(window_lengths(store, first.customer, first.end, max_len))
+            return plan.n_batches(self.plans.lengths(max_len, seed))
         per = self.cfg.windows_per_customer
         counts = np.diff(self._offsets)
         n = int(np.minimum(counts, per).sum()) if per else int(counts.sum())

@@ -56,7 +56,14 @@ class BucketPlans:
 
     def __init__(self, lengths_of: Callable[[int, int], np.ndarray]):
         self._lengths_of = lengths_of
+        self._lengths: dict[tuple[int, int], np.ndarray] = {}
         self._plans: dict[tuple, BucketPlan | None] = {}
+
+    def lengths(self, max_len: int, seed: int) -> np.ndarray:
+        """The first pass's window lengths (computed once per ``(max_len, seed)``)."""
+        if (max_len, seed) not in self._lengths:
+            self._lengths[(max_len, seed)] = self._lengths_of(max_len, seed)
+        return self._lengths[(max_len, seed)]
 
     def get(self, *, max_len: int, batch_size: int, buckets: int, seed: int) -> BucketPlan | None:
         """The plan, or None for one-shape batches (``buckets <= 1``)."""
@@ -64,7 +71,7 @@ class BucketPlans:
             return None
         key = (max_len, batch_size, buckets, seed)
         if key not in self._plans:
-            self._plans[key] = plan_buckets(self._lengths_of(max_len, seed), k=buckets, max_len=max_len,
+            self._plans[key] = plan_buckets(self.lengths(max_len, seed), k=buckets, max_len=max_len,
                                             batch_size=batch_size)
         return self._plans[key]
 
@@ -73,7 +80,7 @@ class BucketPlans:
         tokens and of attention work (``length**2`` per row) that the first pass's batches
         spend on padding in those shapes."""
         plan = self.get(max_len=max_len, batch_size=batch_size, buckets=buckets, seed=seed)
-        lengths = self._lengths_of(max_len, seed)
+        lengths = self.lengths(max_len, seed)
         batches = window_batches(len(lengths), batch_size=batch_size, max_len=max_len, plan=plan,
                                  lengths=lengths, rng=np.random.default_rng([seed, 0]))
         report = pass_padding(batches, lengths)

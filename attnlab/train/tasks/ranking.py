@@ -136,8 +136,7 @@ class NextItemTask:
         pass (later passes draw other windows: a bucket may need a batch more or less)."""
         plan = self.plans.get(max_len=max_len, batch_size=batch_size, buckets=buckets, seed=seed)
         if plan is not None:
-            cust, ends = self.train_windows(store, split, max_len=max_len, epoch=0, seed=seed)
-            return plan.n_batches(window_lengths(store, cust, ends, max_len))
+            return plan.n_batches(self.plans.lengths(max_len, seed))
         if self.cfg.window_ends == "latest":
             n = len(self._latest_windows(store, split, max_len=max_len)[0])
         else:
