@@ -39,7 +39,7 @@ from attnlab.train import distributed, run_dir
 from attnlab.train.run_dir import register_resolvers
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
-register_resolvers()  # ${attnlab_run_id:}, ${attnlab_run_dir:...} in hydra.run.dir (configs/config.yaml)
+register_resolvers()  # ${attnlab_run_id:}, ${attnlab_run_dir:...}, ${attnlab_sweep_subdir:...} (configs/config.yaml)
 
 
 def apply_sweep_defaults(cfg: DictConfig) -> None:
@@ -90,14 +90,24 @@ def shown_as_one_message():
     """A data or config error (``DataError``, ``ValueError``, ``KeyError``: what the data
     loader and the config checks raise) of a single run is printed as one ``error: ...``
     message on stderr, exit status 2. The traceback (Hydra's display) with ``-v`` /
-    ``--verbose``, ``hydra.verbose=true`` or ``HYDRA_FULL_ERROR=1``; under ``-m`` errors are
-    left to the sweeper (Optuna records a failed trial and goes on)."""
+    ``--verbose``, ``hydra.verbose=true`` or ``HYDRA_FULL_ERROR=1``. Under ``-m`` any error
+    is logged at once as one line naming the job's overrides, then left to the sweeper
+    (Hydra's basic sweeper raises it after the last job; Optuna records a failed trial and
+    goes on)."""
     try:
         yield
-    except (ValueError, KeyError) as e:
+    except Exception as e:
         hc = HydraConfig.get()
-        if (_verbose or hc.verbose or os.environ.get("HYDRA_FULL_ERROR") == "1"
-                or hc.mode == RunMode.MULTIRUN):
+        if hc.mode == RunMode.MULTIRUN:
+            # Hydra's launcher keeps a failed job's exception and starts the next job; it raises
+            # only once the whole sweep is over. Say it now, with the job's overrides.
+            first = (str(e).strip().splitlines() or [""])[0][:500].rstrip(".")
+            logging.getLogger(__name__).error(
+                "sweep job #%s (%s) failed: %s: %s. The sweep goes on with its next job; Hydra raises "
+                "this error when the sweep ends.", hc.job.num, hc.job.override_dirname, type(e).__name__, first)
+            raise
+        if not isinstance(e, (ValueError, KeyError)) or (
+                _verbose or hc.verbose or os.environ.get("HYDRA_FULL_ERROR") == "1"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {msg}\n(for the traceback, rerun with -v or HYDRA_FULL_ERROR=1)", file=sys.stderr)

@@ -35,9 +35,33 @@ class CheckpointError(RuntimeError):
     names the folder to delete and the option that starts afresh."""
 
 
+#: Characters Orbax cannot have in a checkpoint folder's path: it finds the per-process files of a
+#: save with a glob under the folder (``orbax ... ocdbt_utils``), which reads ``[``, ``]``, ``*`` and
+#: ``?`` in the path as a pattern; the save then skips merging them and leaves a checkpoint that
+#: cannot be restored (found when ``-m ... task.baselines=[a,b]`` put brackets in a sweep folder).
+GLOB_CHARS = "[]*?"
+
+
+def check_directory(directory: str | Path) -> Path:
+    """``directory`` as an absolute path, or a :class:`ConfigError` naming the character when
+    Orbax could not restore checkpoints saved there (:data:`GLOB_CHARS`). Called before any
+    work: the run would otherwise train to the end and fail at its first restore."""
+    from attnlab.typed_config import ConfigError
+
+    path = Path(directory).absolute()
+    bad = sorted({ch for ch in str(path) if ch in GLOB_CHARS})
+    if bad:
+        raise ConfigError(
+            f"checkpoints would go to {path}, whose path holds {' '.join(repr(c) for c in bad)}: Orbax reads "
+            "these as a glob pattern and cannot restore what it saved there. Choose paths.root / "
+            "paths.output_dir without [ ] * ? (sweep folders are named with them replaced: "
+            "configs/config.yaml, hydra.sweep.subdir).")
+    return path
+
+
 class Checkpoints:
     def __init__(self, directory: str | Path):
-        self.directory = Path(directory).absolute()
+        self.directory = check_directory(directory)
         self._open()
 
     def _open(self) -> None:

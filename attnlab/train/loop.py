@@ -62,6 +62,7 @@ from attnlab.models.config import model_config
 from attnlab.train import distributed
 from attnlab.train import mesh as meshes
 from attnlab.train.checkpoint import Checkpoints, TrainState, resume
+from attnlab.train.checkpoint import check_directory as check_checkpoint_directory
 from attnlab.train.optim import TrainerConfig, lr_schedule, make_optimizer
 from attnlab.train.run_dir import RunLock
 from attnlab.train.tasks import check_split, make_task
@@ -128,6 +129,7 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
     distributed.initialize(tr.distributed)  # a no-op for one process (and when train.py did it)
     mesh = meshes.make_mesh(tr.mesh, batch_size=int(tr.batch_size))  # devices vs batch size: checked now
     meshes.check_item_split(mesh, d_model=model_cfg.d_model)
+    check_checkpoint_directory(out_dir / "checkpoints")
     # one live run per folder: a second launch into it is refused, a dead owner's lock taken over
     # (process 0 holds it for the job); checkpoint managers and the tracker are closed on the way
     # out, also when the run fails

@@ -187,9 +187,25 @@ def write_run_file(directory: str | os.PathLike, config_hash: str) -> None:
     os.replace(tmp, d / RUN_FILE)
 
 
+#: How a sweep job's folder name (Hydra's ``override_dirname``) spells the characters Orbax
+#: cannot have in a checkpoint path (:data:`attnlab.train.checkpoint.GLOB_CHARS`): a list
+#: override ``task.baselines=[a,b]`` names the folder ``task.baselines=(a,b)``.
+SWEEP_SUBDIR_SPELLING = str.maketrans({"[": "(", "]": ")", "*": "+", "?": "_"})
+
+
+def sweep_subdir(override_dirname: str) -> str:
+    """A sweep job's folder name: its overrides, glob characters respelt (the same overrides
+    give the same name, so a relaunched sweep finds its interrupted jobs)."""
+    return str(override_dirname).translate(SWEEP_SUBDIR_SPELLING)
+
+
 def register_resolvers() -> None:
-    """Register ``${attnlab_run_id:}`` and ``${attnlab_run_dir:...}`` (idempotent)."""
+    """Register ``${attnlab_run_id:}``, ``${attnlab_run_dir:...}`` and
+    ``${attnlab_sweep_subdir:...}`` (idempotent)."""
     from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("attnlab_sweep_subdir"):
+        OmegaConf.register_new_resolver("attnlab_sweep_subdir", sweep_subdir)
 
     if not OmegaConf.has_resolver("attnlab_run_id"):
         OmegaConf.register_new_resolver("attnlab_run_id", lambda _root_: run_id(_root_), use_cache=False)

@@ -170,3 +170,15 @@ def test_a_data_error_is_one_message(tmp_path):
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr, out.stderr
     assert out.stderr.startswith("error: ") and "n_custmers" in out.stderr.splitlines()[0], out.stderr
+
+
+def test_a_failed_sweep_job_is_said_at_once_not_only_after_the_last_job(tmp_path):
+    """Hydra's launcher keeps a failed job's exception and starts the next job; the error is
+    raised only when the whole sweep ends. Each failure is logged as it happens, naming the job."""
+    cmd = [sys.executable, str(TRAIN), "-m", "debug=tiny", f"paths.root={tmp_path}", "trainer.lr=-1,-2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 1, out.stderr
+    text = out.stdout + out.stderr
+    first = text.index("sweep job #0 (debug=tiny,trainer.lr=-1) failed: ConfigError: trainer.lr=-1 is out of range: must be > 0. The sweep")
+    assert first < text.index("#1 : ") < text.index("sweep job #1 (debug=tiny,trainer.lr=-2) failed: ConfigError: "), text
+    assert "The sweep goes on with its next job" in text

@@ -96,6 +96,37 @@ def test_resume_false_sets_old_checkpoints_aside_and_a_corrupt_one_names_its_fol
     assert not (tmp_path / "run" / LOCK_NAME).exists()
 
 
+def test_a_checkpoint_folder_orbax_cannot_restore_is_refused_before_any_work(tmp_path, monkeypatch):
+    """A path holding [ ] * ? (e.g. a sweep job's folder named after ``task.baselines=[a,b]``):
+    Orbax saves there but cannot restore (its checkpoint merge globs the folder), so a run
+    would train to the end and fail at its first restore. It is refused at once instead."""
+    from attnlab.train import checkpoint
+    from attnlab.typed_config import ConfigError
+
+    bad = tmp_path / "seed=0,task.baselines=[most_popular]"
+    # the premise, with the check switched off: the save lands, the restore cannot read it
+    monkeypatch.setattr(checkpoint, "check_directory", lambda d: Path(d).absolute())
+    ckpts = Checkpoints(bad / "checkpoints")
+    layer = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+    ckpts.save("best", 1, layer, {"epoch": 1})
+    with pytest.raises(CheckpointError, match="cannot restore the 'best' checkpoint"):
+        ckpts.restore("best", layer)
+    ckpts.close()
+    monkeypatch.undo()
+
+    def no_data(*a, **k):
+        raise AssertionError("the data was loaded before the folder was checked")
+
+    monkeypatch.setattr(loop, "load_data", no_data)
+    cfg = tiny_cfg(tmp_path)
+    cfg.paths.output_dir = str(tmp_path / "job[a]*")
+    with pytest.raises(ConfigError, match=r"job\[a\]\*/checkpoints, whose path holds '\*' '\[' '\]': Orbax reads "
+                                          r"these as a glob pattern .* without \[ \] \* \?"):
+        train_and_evaluate(cfg)
+    with pytest.raises(ConfigError, match=r"holds '\?'"):
+        Checkpoints(tmp_path / "what?")
+
+
 # -- bad results files ---------------------------------------------------------------
 
 def test_a_truncated_index_entry_is_not_fatal_and_is_named(tmp_path, caplog, monkeypatch):

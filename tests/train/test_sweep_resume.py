@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,7 +41,8 @@ def test_skip_completed_returns_the_indexed_result(tmp_path):
 def _sweep(root: Path, seeds: str):
     cmd = [sys.executable, str(ROOT / "experiments" / "train.py"), "-m", "debug=tiny", f"seed={seeds}",
            f"paths.root={root}", f"paths.cache_dir={root / 'cache'}", "experiment_name=resume_test",
-           "trainer.max_epochs=2", "trainer.patience=5"]
+           "trainer.max_epochs=2", "trainer.patience=5",
+           "task.baselines=[most_popular]"]  # a list override: brackets in Hydra's job folder name
     env = {**os.environ, "ATTNLAB_OUTPUTS": str(root)}
     return cmd, env
 
@@ -69,6 +71,11 @@ def test_interrupted_sweep_relaunch_skips_finished_runs(tmp_path):
         assert (index / name).read_bytes() == blob  # finished runs were not re-run or rewritten
     seeds = sorted(json.loads(p.read_text())["provenance"]["seed"] for p in after)
     assert seeds == [0, 1]
+    # the job folders spell the list's brackets as parentheses: Orbax restores nothing saved under
+    # a path holding [ ] (its checkpoint merge globs the folder); each job restored its best checkpoint
+    jobs = sorted(p.name for p in (root / "multirun" / "resume_test").iterdir() if p.is_dir())
+    assert [re.search(r"seed=(\d),task\.baselines=\(most_popular\),", j).group(1) for j in jobs] == ["0", "1"], jobs
+    assert not any(ch in j for j in jobs for ch in "[]"), jobs
     # the index keys are the runs' config hashes
     for p in after:
         data = json.loads(p.read_text())
