@@ -168,7 +168,9 @@ def read_index(folder: str | os.PathLike, *, warn=None) -> tuple[list[tuple[Path
 
 
 def git_sha(cwd: str | os.PathLike | None = None) -> str:
-    cwd = cwd or Path(__file__).resolve().parents[2]
+    """The commit of the checkout attnlab runs from (``<sha>-dirty`` with uncommitted changes
+    to tracked files), or ``unknown`` outside a git checkout. ``cwd``: another checkout."""
+    cwd = cwd or Path(__file__).resolve().parents[1]  # attnlab/results.py -> the repository root
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5

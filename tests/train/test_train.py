@@ -1,6 +1,8 @@
 """End-to-end training on tiny synthetic data: loss goes down, resume is exact."""
 
 import json
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,14 @@ def test_default_config_trains_and_reports(tmp_path):
     for key in ("config_hash", "data_fingerprint", "git_sha", "versions", "hardware", "wall_s", "seed"):
         assert key in prov, key
     assert prov["data_fingerprint"] not in ("", "unknown")
+    # the commit of this checkout (it was "unknown" in every result for a while: the lookup ran
+    # one folder above the repository)
+    root = Path(__file__).resolve().parents[2]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    if (root / ".git").exists():
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", prov["git_sha"]) and prov["git_sha"].startswith(head), prov
+    else:  # an unpacked source tree: nothing to name
+        assert prov["git_sha"] == "unknown", prov
 
 
 def test_resume_reproduces_uninterrupted_run(tmp_path):
