@@ -58,6 +58,13 @@ VARIANTS: dict[str, list[str]] = {
     "history_memory=64": ["model.history_memory=64"],
     "history_memory=64, max_len 200": ["model.history_memory=64", "model.max_len=200"],
     "v0.1 recipe (all of the above)": [o for v in V01.values() for o in v],
+    # width, for the recipe's head and for the plain softmax head (SASRec as published)
+    "width: d_model=32": ["model.d_model=32"],
+    "width: d_model=128": ["model.d_model=128"],
+    "width: item_head=softmax, d_model=128": ["model.item_head=softmax", "model.d_model=128"],
+    "width: item_head=softmax, d_model=256": ["model.item_head=softmax", "model.d_model=256"],
+    "width: item_head=softmax, d_model=256, 4,096 negatives": [
+        "model.item_head=softmax", "model.d_model=256", "task.sampled_softmax.negatives=4096"],
 }
 
 
