@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from attnlab.train import distributed
+from attnlab.train.run_dir import GLOB_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,6 @@ log = logging.getLogger(__name__)
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read back (corrupt or truncated files); the message
     names the folder to delete and the option that starts afresh."""
-
-
-#: Characters Orbax cannot have in a checkpoint folder's path: it finds the per-process files of a
-#: save with a glob under the folder (``orbax ... ocdbt_utils``), which reads ``[``, ``]``, ``*`` and
-#: ``?`` in the path as a pattern; the save then skips merging them and leaves a checkpoint that
-#: cannot be restored (found when ``-m ... task.baselines=[a,b]`` put brackets in a sweep folder).
-GLOB_CHARS = "[]*?"
 
 
 def check_directory(directory: str | Path) -> Path:

@@ -187,10 +187,16 @@ def write_run_file(directory: str | os.PathLike, config_hash: str) -> None:
     os.replace(tmp, d / RUN_FILE)
 
 
-#: How a sweep job's folder name (Hydra's ``override_dirname``) spells the characters Orbax
-#: cannot have in a checkpoint path (:data:`attnlab.train.checkpoint.GLOB_CHARS`): a list
+#: Characters Orbax cannot have in a checkpoint folder's path: it finds the per-process files of a
+#: save with a glob under the folder (``orbax ... ocdbt_utils``), which reads ``[``, ``]``, ``*`` and
+#: ``?`` in the path as a pattern; the save then skips merging them and leaves a checkpoint that
+#: cannot be restored (found when ``-m ... task.baselines=[a,b]`` put brackets in a sweep folder).
+#: Refused by :func:`attnlab.train.checkpoint.check_directory`, respelt in sweep folder names.
+GLOB_CHARS = "[]*?"
+
+#: How a sweep job's folder name (Hydra's ``override_dirname``) spells :data:`GLOB_CHARS`: a list
 #: override ``task.baselines=[a,b]`` names the folder ``task.baselines=(a,b)``.
-SWEEP_SUBDIR_SPELLING = str.maketrans({"[": "(", "]": ")", "*": "+", "?": "_"})
+SWEEP_SUBDIR_SPELLING = str.maketrans(dict(zip(GLOB_CHARS, "()+_")))
 
 
 def sweep_subdir(override_dirname: str) -> str:
