@@ -42,6 +42,8 @@ class Batch:
       targets: int32 per-position training target item (0 = none), or None.
       mem_item, mem_count, mem_time: the history memory (:func:`history_memory`),
         ``[batch, K]``, or None when the batch was made with ``memory=0``.
+      summary: float32 ``[batch, SUMMARY_FEATURES]`` whole-history RFM summary
+        (:func:`history_summary`), or None when the batch was made with ``summary=False``.
     """
 
     item: np.ndarray
@@ -59,6 +61,7 @@ class Batch:
     mem_item: np.ndarray | None = None
     mem_count: np.ndarray | None = None
     mem_time: np.ndarray | None = None
+    summary: np.ndarray | None = None
 
     def model_inputs(self) -> dict[str, np.ndarray]:
         """The arrays a model reads (everything except bookkeeping; memory if made)."""
@@ -98,6 +101,7 @@ def make_batch(
     max_len: int,
     targets: np.ndarray | None = None,
     memory: int = 0,
+    summary: bool = False,
 ) -> Batch:
     """Gather a padded batch.
 
@@ -114,6 +118,8 @@ def make_batch(
         :func:`next_basket_targets`), gathered at each position.
       memory: ``K > 0`` adds the history memory of the events before the window
         (:func:`history_memory`), with times on the same reference as ``time``.
+      summary: add the whole visible history's RFM summary (:func:`history_summary`),
+        measured from the same reference as ``time``.
     """
     customers = np.asarray(customers, dtype=np.int64)
     ends = np.asarray(ends, dtype=np.int64)
@@ -147,6 +153,8 @@ def make_batch(
         ref = cut[:, 0]
         mem = dict(mem_item=mi, mem_count=mc,
                    mem_time=np.where(mi > 0, (mt - ref[:, None]) / SECONDS_PER_DAY, 0.0).astype(np.float32))
+    if summary:
+        mem["summary"] = history_summary(store, starts, ends, cut[:, 0], firsts=ends - lengths)
     return Batch(
         item=take(store.item, np.int32),
         event_type=take(store.event_type, np.int32),
@@ -162,6 +170,54 @@ def make_batch(
         targets=None if targets is None else take(targets, np.int32),
         **mem,
     )
+
+
+#: what :func:`history_summary` measures, in column order
+SUMMARY_FEATURES = ("events", "events_before_window", "purchase_days", "tenure_days", "recency_days",
+                    "value_per_purchase_day")
+
+
+def history_summary(store: SequenceStore, starts: np.ndarray, ends: np.ndarray, ref: np.ndarray,
+                    firsts: np.ndarray | None = None) -> np.ndarray:
+    """RFM summary of each row's whole visible history ``[starts, ends)``, seen from ``ref``.
+
+    The churn baselines (RFM, BG/NBD, ``hgb``) read a customer's frequency, tenure and
+    recency over the whole history; the model's window holds its last ``max_len``
+    events only (on The Complete Journey most histories are longer than 200 events).
+    These features hand the churn head what those baselines read, so the model never
+    sees less than they do. Columns (:data:`SUMMARY_FEATURES`, each ``log1p`` of):
+    events, events older than the window (those before ``firsts``, each row's first
+    window event; 0 when None), distinct days
+    with a purchase, days from the first event to ``ref``, days from the last purchase
+    to ``ref`` (the tenure when there is none), and the purchase value per purchase
+    day (negative totals count as 0). Only events before ``ends`` are read.
+
+    Returns:
+      ``float32[m, len(SUMMARY_FEATURES)]``.
+    """
+    starts = np.asarray(starts, np.int64)
+    ends = np.asarray(ends, np.int64)
+    ref = np.asarray(ref, np.int64)
+    m = len(starts)
+    n = ends - starts
+    idx, row = range_events(starts, ends)
+    t = np.asarray(store.time)[idx]
+    buy = (np.asarray(store.event_type)[idx] == EventType.PURCHASE) & (np.asarray(store.item)[idx] > 0)
+    first_t = np.full(m, -1, np.int64)
+    has = n > 0
+    first_t[has] = np.asarray(store.time)[starts[has]]
+    tenure = np.where(has, (ref - first_t) / SECONDS_PER_DAY, 0.0).clip(min=0.0)
+    day = np.floor_divide(t[buy], 86400)
+    key = np.unique(row[buy] * (1 << 32) + day)
+    purchase_days = np.bincount(key >> 32, minlength=m)
+    last_buy = np.full(m, np.iinfo(np.int64).min)
+    np.maximum.at(last_buy, row[buy], t[buy])
+    recency = np.where(last_buy > np.iinfo(np.int64).min, (ref - last_buy) / SECONDS_PER_DAY, tenure).clip(min=0.0)
+    value = np.bincount(row[buy], weights=np.asarray(store.value)[idx][buy], minlength=m)
+    per_day = np.where(purchase_days > 0, np.maximum(value, 0.0) / np.maximum(purchase_days, 1), 0.0)
+    before = np.zeros(m, np.int64) if firsts is None else (np.asarray(firsts, np.int64) - starts).clip(min=0)
+    cols = (n, before, purchase_days, tenure, recency, per_day)
+    return np.log1p(np.stack([np.asarray(c, np.float64) for c in cols], axis=1)).astype(np.float32)
 
 
 def history_memory(store: SequenceStore, starts: np.ndarray, firsts: np.ndarray, *, k: int,

@@ -37,6 +37,7 @@ class ModelConfig(TypedConfig):
     continuous_std: float | None = 0.02  # init scale of the continuous-feature projection (null = fan-in default)
     churn_pool: str = "attention"    # churn head: last | attention (the cut-off state attends over the window)
     history_memory: int = 64         # copy head: also point at the K most purchased items older than the window
+    history_summary: bool = False    # churn head: also read the whole history's RFM summary (frequency, tenure, recency)
     item_head: str = "copy"          # copy (pointer over the history + catalogue softmax) | softmax (plain SASRec)
     gap_buckets: int = 0             # > 0: a learned embedding of the bucketed gap to the previous event
     attention: dict[str, Any] | None = None  # the attention layer's options (attention families)

@@ -126,18 +126,37 @@ class ChurnHead(nnx.Module):
     dot product, softmax over positions) and the logit reads ``[h_last, pooled]``, so a
     churn signal carried by one event far back reaches the head in one hop instead of
     through the last position's residual stream.
+
+    ``summary: S > 0``: the head also reads the whole history's RFM summary
+    (``float32[b, S]``, :func:`attnlab.data.batching.history_summary`) through a small
+    MLP added to the cut-off state before pooling and the logit, so frequency, tenure
+    and recency older than the window reach it, as they reach the RFM and BG/NBD
+    baselines.
     """
 
-    def __init__(self, d_model: int, *, pool: str = "last", rngs: nnx.Rngs):
+    def __init__(self, d_model: int, *, pool: str = "last", summary: int = 0, rngs: nnx.Rngs):
         if pool not in ("last", "attention"):
             raise ValueError(f"model.churn_pool={pool!r} is not one of ['last', 'attention'].")
         self.pool = pool
         self.proj = nnx.Linear(d_model * (2 if pool == "attention" else 1), 1, rngs=rngs)
         self.query = nnx.Linear(d_model, d_model, rngs=rngs) if pool == "attention" else None
+        self.summary = int(summary)
+        if self.summary:
+            self.summary_in = nnx.Linear(self.summary, d_model, rngs=rngs)
+            self.summary_out = nnx.Linear(d_model, d_model, rngs=rngs)
 
-    def __call__(self, state: jax.Array, h: jax.Array | None = None, lengths: jax.Array | None = None) -> jax.Array:
+    def __call__(self, state: jax.Array, h: jax.Array | None = None, lengths: jax.Array | None = None,
+                 summary: jax.Array | None = None) -> jax.Array:
         """``state [..., d]`` (the last valid position); ``h [b, L, d]`` and ``lengths
-        int32[b]`` for attention pooling -> ``[...]`` logits."""
+        int32[b]`` for attention pooling; ``summary [..., S]`` when built with one
+        -> ``[...]`` logits."""
+        if self.summary:
+            if summary is None or summary.shape[-1] != self.summary:
+                got = None if summary is None else summary.shape[-1]
+                raise ValueError(f"this churn head reads a {self.summary}-feature history summary (model."
+                                 f"history_summary=true), got {got}: build the inputs with make_batch(..., "
+                                 "summary=True).")
+            state = state + self.summary_out(jax.nn.gelu(self.summary_in(summary)))
         if self.query is None:
             return self.proj(state)[..., 0]
         if h is None:

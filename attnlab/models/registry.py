@@ -177,5 +177,6 @@ def build_model(model_cfg: ModelConfig | Mapping[str, Any], *, n_items: int, see
         continuous_std=None if cfg.continuous_std is None else float(cfg.continuous_std),
         churn_pool=cfg.churn_pool,
         history_memory=cfg.history_memory,
+        history_summary=bool(cfg.history_summary),
         rngs=nnx.Rngs(params=seed),
     )

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from attnlab.data.batching import SUMMARY_FEATURES
 from attnlab.models.encoder import EncoderMode, EventEncoder
 
 from attnlab.models.heads import (
@@ -68,6 +69,8 @@ class SequenceModel(nnx.Module):
       history_memory: ``K > 0``: the copy head also points at the K most purchased
         items older than the window (inputs then carry ``mem_*``, see
         :func:`attnlab.data.batching.make_batch`); 0 = off.
+      history_summary: the churn head also reads the whole history's RFM summary
+        (inputs then carry ``summary``, see :func:`attnlab.data.batching.history_summary`).
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class SequenceModel(nnx.Module):
         continuous_std: float | None = 0.02,
         churn_pool: str = "last",
         history_memory: int = 0,
+        history_summary: bool = False,
         rngs: nnx.Rngs,
     ):
         self.n_items = n_items
@@ -95,7 +99,10 @@ class SequenceModel(nnx.Module):
         self.backbone = backbone_factory(rngs)
         self.final_norm = nnx.LayerNorm(d_model, rngs=rngs)
         self.catalogue = CatalogueHead(n_items, rngs=rngs)
-        self.churn = ChurnHead(d_model, pool=churn_pool, rngs=rngs)
+        self.churn = ChurnHead(d_model, pool=churn_pool, summary=len(SUMMARY_FEATURES) if history_summary else 0,
+                               rngs=rngs)
+        #: whether the churn head reads the history summary (inputs built with ``summary=True``)
+        self.history_summary = bool(history_summary)
         self.item_head = ItemHead(item_head)
         if history_memory and self.item_head is not ItemHead.COPY:
             raise ValueError(
@@ -297,7 +304,7 @@ class SequenceModel(nnx.Module):
     def churn_logit(self, inputs: dict[str, jax.Array], *, rngs: nnx.Rngs | None = None) -> jax.Array:
         """``float32[batch]`` churn logit from the state at the cutoff."""
         h = self.hidden(inputs, rngs=rngs)
-        return self.churn(last_state(h, inputs["lengths"]), h, inputs["lengths"])
+        return self.churn(last_state(h, inputs["lengths"]), h, inputs["lengths"], inputs.get("summary"))
 
     # -- streaming ------------------------------------------------------------------
     def init_state(self, batch: int) -> Any:
@@ -316,6 +323,9 @@ class SequenceModel(nnx.Module):
         if self.churn.pool != "last":
             raise NotImplementedError("streaming supports churn_pool=last only: attention pooling "
                                       "reads the whole window, which a fixed state does not keep.")
+        if self.history_summary:
+            raise NotImplementedError("streaming supports history_summary=false only: the churn head's "
+                                      "summary is measured from the scoring date, which a stream does not have.")
         return self.backbone.init_state(batch)
 
     def step(self, state: Any, event: dict[str, jax.Array]) -> tuple[Any, StreamScores]:

@@ -120,6 +120,7 @@ class ChurnConfig(TypedConfig):
     mode: str = "temporal"            # temporal | holdout_customers
     train_stride: str | int | None = "1W"   # rolling training cut-offs every stride; null = one
     windows_per_customer: int = 4     # labelled cut-offs per customer per pass (0 = all)
+    history_summary: bool = True      # the model's default: the churn head also reads the whole history's RFM summary
     baselines: tuple[str, ...] = ("recency_frequency", "rfm", "bgnbd")
 
     def check(self) -> None:

@@ -311,6 +311,82 @@ def test_history_memory_never_reads_the_window_or_later(store):
     assert (a.mem_time <= a.time[:, :1])[filled].all()   # no later than the window's first event
 
 
+# ------------------------------------------------------------------ history summary
+
+
+def test_history_summary_measures_frequency_tenure_recency_before_the_end():
+    from attnlab.data.batching import SUMMARY_FEATURES, history_summary
+    from tests.train.test_batching import C, P, store_from_rows
+
+    day = 86400
+    s = store_from_rows([(0, 1 * day, 10, 1, P), (0, 1 * day + 60, 10, 2, P), (0, 2 * day, 11, 1, P),
+                         (0, 3 * day, -1, 0, C), (0, 5 * day, 12, 3, P), (0, 9 * day, 13, 2, P)])
+    got = history_summary(s, np.array([0, 0, 0]), np.array([5, 3, 0]), np.array([6, 4, 6]) * day,
+                          firsts=np.array([2, 3, 0]))
+    want = {"events": [5, 3, 0], "events_before_window": [2, 3, 0],
+            # distinct purchase days: 1, 2, 5 (the campaign on day 3 is not a purchase)
+            "purchase_days": [3, 2, 0], "tenure_days": [5, 3, 0], "recency_days": [1, 2, 0],
+            # value 1 per purchase event: 4 events over 3 days, 3 over 2
+            "value_per_purchase_day": [4 / 3, 3 / 2, 0]}
+    assert got.shape == (3, len(SUMMARY_FEATURES))
+    for j, name in enumerate(SUMMARY_FEATURES):
+        np.testing.assert_allclose(got[:, j], np.log1p(want[name]), rtol=1e-6, err_msg=name)
+
+
+def test_history_summary_never_reads_events_at_or_after_the_end(store):
+    """Rewriting everything from each example's end on (items, times, types, values)
+    leaves its summary unchanged: no label-window leakage."""
+    split = churn_split(store, horizon="2W", mode="temporal", train_stride="1W")
+    ex = split.test.take(np.arange(min(40, len(split.test))))
+    a = make_batch(store, customers=ex.customer, ends=ex.end, cutoffs=ex.cutoff, max_len=8, summary=True)
+    future = np.zeros(store.n_events, bool)
+    for c, e in zip(ex.customer, ex.end):
+        future[e:np.asarray(store.offsets)[c + 1]] = True
+    assert future.any()
+    changed = dataclasses.replace(
+        store, item=np.where(future, 1, np.asarray(store.item)).astype(np.asarray(store.item).dtype),
+        value=np.where(future, 1e6, np.asarray(store.value)).astype(np.float32))
+    b = make_batch(changed, customers=ex.customer, ends=ex.end, cutoffs=ex.cutoff, max_len=8, summary=True)
+    np.testing.assert_array_equal(a.summary, b.summary)
+    # a window of 8 events on longer histories: the summary still counts the older ones
+    n = ex.end - np.asarray(store.offsets)[ex.customer]
+    assert (n > 8).any()
+    np.testing.assert_allclose(a.summary[:, 0], np.log1p(n), rtol=1e-6)
+    np.testing.assert_allclose(a.summary[:, 1], np.log1p(np.maximum(n - 8, 0)), rtol=1e-6)
+
+
+def test_churn_head_reads_the_summary_and_refuses_inputs_without_it(store):
+    cfg = {"name": "vanilla", "item_head": "softmax", "history_memory": 0, "d_model": 16, "n_layers": 1,
+           "n_heads": 2, "max_len": 8, "dropout": 0.0, "encoder": "cutoff_relative", "history_summary": True}
+    model = build_model(cfg, n_items=store.n_items, seed=0)
+    split = churn_split(store, horizon="2W", mode="temporal")
+    ex = split.test.take(np.arange(8))
+    x = make_batch(store, customers=ex.customer, ends=ex.end, cutoffs=ex.cutoff, max_len=8,
+                   summary=True).model_inputs()
+    logit = np.asarray(model.churn_logit(x))
+    moved = np.asarray(model.churn_logit({**x, "summary": x["summary"] + 1.0}))
+    assert np.abs(logit - moved).min() > 1e-4   # every row's logit depends on its summary
+    with pytest.raises(ValueError, match="history_summary"):
+        model.churn_logit({k: v for k, v in x.items() if k != "summary"})
+    # off (the default), the same inputs give the same logits with or without a summary
+    off = build_model({**cfg, "history_summary": False}, n_items=store.n_items, seed=0)
+    np.testing.assert_array_equal(np.asarray(off.churn_logit(x)),
+                                  np.asarray(off.churn_logit({k: v for k, v in x.items() if k != "summary"})))
+    # a stream has no scoring date to measure the summary from
+    stream = build_model({**cfg, "name": "linear", "encoder": "event_local", "churn_pool": "last"},
+                         n_items=store.n_items, seed=0)
+    with pytest.raises(NotImplementedError, match="history_summary"):
+        stream.init_state(2)
+
+
+def test_churn_training_and_scoring_feed_the_summary(tmp_path):
+    """The loop builds churn batches with the summary when the model reads it, at
+    training and at scoring (a missing one would raise in the head)."""
+    result = train_and_evaluate(tiny(tmp_path, "task=churn", "task.horizon=2W", "model.history_summary=true",
+                                     "trainer.max_steps=6"))
+    assert 0.0 <= result.metrics["model"]["auc"] <= 1.0
+
+
 def test_copy_head_reaches_items_only_in_the_memory(store):
     cfg = {"name": "vanilla", "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 8, "dropout": 0.0,
            "item_head": "copy", "history_memory": 8}

@@ -65,7 +65,7 @@ MODEL_FILES = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
 @pytest.mark.parametrize("name", MODEL_FILES)
 def test_model_yaml_states_the_dataclass_and_layer_defaults(name):
     """Every key of configs/model/<family>.yaml is a ModelConfig field with the same value
-    (``encoder`` is ``${task.encoder}``, the task's choice), and the family's options equal
+    (``encoder`` is ``${task.encoder}`` and ``history_summary`` the task's too), and the family's options equal
     the defaults in its layer's / backbone's signature: no default is written twice with
     two values."""
     import inspect
@@ -81,6 +81,9 @@ def test_model_yaml_states_the_dataclass_and_layer_defaults(name):
             continue
         if key == "encoder":
             assert value == "${task.encoder}"
+            continue
+        if key == "history_summary":   # the task's choice (churn: true), else the dataclass default
+            assert value == "${oc.select:task.history_summary,false}" and code[key] is False
             continue
         assert value == pytest.approx(code[key]) if isinstance(value, float) else value == code[key], (key, value)
     assert yaml["name"] == name

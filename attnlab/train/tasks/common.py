@@ -89,7 +89,8 @@ class BucketPlans:
                 "padding_work": round(report["padding_work"], 4)}
 
 
-def predictor(fn, model, *, max_len: int, batch_size: int, use_cutoff: bool, memory: int = 0, buckets: int = 1):
+def predictor(fn, model, *, max_len: int, batch_size: int, use_cutoff: bool, memory: int = 0, buckets: int = 1,
+              summary: bool = False):
     """``(store, examples) -> np.ndarray`` running jitted ``fn(model, inputs)`` over
     fixed-size padded batches, rows in example order.
 
@@ -99,7 +100,8 @@ def predictor(fn, model, *, max_len: int, batch_size: int, use_cutoff: bool, mem
     lengths (:func:`attnlab.data.buckets.bucket_edges` of this call's examples), each
     batch ``batch_size`` rows of its bucket's length: one compilation per length, the
     scores in example order as before (equal to the one-shape scores to fp32 rounding).
-    ``buckets = 1``: every batch padded to ``max_len`` (one compilation).
+    ``buckets = 1``: every batch padded to ``max_len`` (one compilation). ``memory``,
+    ``summary``: the inputs carry the history memory / summary (:func:`make_batch`).
     """
 
     def run(store: SequenceStore, ex: Examples, rows: np.ndarray, length: int) -> np.ndarray:
@@ -107,7 +109,7 @@ def predictor(fn, model, *, max_len: int, batch_size: int, use_cutoff: bool, mem
         for i in range(0, len(rows), batch_size):
             sl = rows[i:i + batch_size]
             b = make_batch(store, customers=ex.customer[sl], ends=ex.end[sl],
-                           cutoffs=ex.cutoff[sl] if use_cutoff else None, max_len=length, memory=memory)
+                           cutoffs=ex.cutoff[sl] if use_cutoff else None, max_len=length, memory=memory, summary=summary)
             out.append(np.asarray(fn(model, pad_rows(b.model_inputs(), batch_size)))[: len(sl)])
         return np.concatenate(out)
 
