@@ -317,8 +317,7 @@ def fit(model, task, store: SequenceStore, split: Split, tr: TrainerConfig, *, m
         epoch = state.epoch
         t0 = time.perf_counter()
         batches = task.train_batches(store, split, max_len=model.max_len, batch_size=int(tr.batch_size),
-                                     epoch=epoch, seed=seed, memory=model.history_memory,
-                                     summary=model.history_summary, **layout)
+                                     epoch=epoch, seed=seed, memory=model.history_memory, **layout)
         n_steps = total_steps - state.step if per_pass is None else min(per_pass, total_steps - state.step)
         losses, events = [], 0
         for inputs, targets in tqdm(itertools.islice(batches, n_steps), desc=f"epoch {epoch + 1}/{max_epochs}",

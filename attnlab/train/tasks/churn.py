@@ -94,11 +94,13 @@ class ChurnTask:
         n = int(np.minimum(counts, per).sum()) if per else int(counts.sum())
         return -(-n // batch_size)
 
-    def train_batches(self, store, split, *, max_len, batch_size, epoch, seed, memory=0, summary=False,
-                      buckets=1, row_multiple=1):
+    def train_batches(self, store, split, *, max_len, batch_size, epoch, seed, memory=0, buckets=1,
+                      row_multiple=1):
         """Yields ``(inputs, labels)``. ``memory`` is ignored: the churn head does not
-        read the copy head's history memory. ``summary``: the inputs carry the whole
-        history's RFM summary (``model.history_summary``). ``buckets``, ``row_multiple``: length-bucketed
+        read the copy head's history memory. The inputs always carry the whole history's
+        RFM summary (``summary``, :func:`attnlab.data.batching.history_summary`; read by a
+        model built with ``history_summary``, ignored otherwise), so no caller has to know
+        which models read it. ``buckets``, ``row_multiple``: length-bucketed
         batches and rows padded for the devices, as in
         :meth:`attnlab.train.tasks.ranking.NextItemTask.train_batches`."""
         ex = split.train.take(self.train_rows(split, epoch=epoch, seed=seed))
@@ -107,7 +109,7 @@ class ChurnTask:
         for sel, length, rows in window_batches(len(ex), batch_size=batch_size, max_len=max_len, plan=plan,
                                                 lengths=lengths, rng=np.random.default_rng([seed, epoch])):
             b = make_batch(store, customers=ex.customer[sel], ends=ex.end[sel], cutoffs=ex.cutoff[sel],
-                           max_len=length, summary=summary)
+                           max_len=length, summary=True)
             rows = round_rows(rows, row_multiple)
             labels = np.full(rows, -1.0, np.float32)  # -1 marks padded rows
             labels[: len(sel)] = ex.label[sel]
@@ -133,4 +135,4 @@ class ChurnTask:
             return jax.nn.sigmoid(model.churn_logit(inputs))
 
         return predictor(probs, model, max_len=max_len, batch_size=batch_size, use_cutoff=True, buckets=buckets,
-                         summary=model.history_summary)
+                         summary=True)

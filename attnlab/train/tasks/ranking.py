@@ -145,7 +145,7 @@ class NextItemTask:
 
     def train_batches(
         self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int, epoch: int, seed: int,
-        memory: int = 0, summary: bool = False, buckets: int = 1, row_multiple: int = 1,
+        memory: int = 0, buckets: int = 1, row_multiple: int = 1,
     ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
         """Yields ``(inputs, targets)``; targets hold ``index``/``item`` ``int32[rows, P]``
         and, with sampled softmax, the batch's shared negatives ``neg_item int32[N]``
@@ -155,8 +155,7 @@ class NextItemTask:
         ``loss_positions`` asks for a seeded sample per window. Negatives come from their
         own ``(seed, epoch)`` generator, so a resumed run draws the same ones and turning
         sampled softmax on leaves the order and positions unchanged. ``memory``:
-        history-memory slots per row (``model.history_memory``; 0 = none). ``summary`` is
-        ignored: only the churn head reads the history summary.
+        history-memory slots per row (``model.history_memory``; 0 = none).
 
         ``buckets > 1``: length-bucketed batches (:mod:`attnlab.data.buckets`): each batch
         is ``rows x length`` of one of at most ``buckets`` static shapes. ``buckets = 1``:
