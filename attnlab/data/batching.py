@@ -173,8 +173,7 @@ def make_batch(
 
 
 #: what :func:`history_summary` measures, in column order
-SUMMARY_FEATURES = ("events", "events_before_window", "purchase_days", "tenure_days", "recency_days",
-                    "value_per_purchase_day")
+SUMMARY_FEATURES = ("events", "events_before_window", "frequency", "tenure_days", "recency_days", "monetary")
 
 
 def history_summary(store: SequenceStore, starts: np.ndarray, ends: np.ndarray, ref: np.ndarray,
@@ -187,37 +186,21 @@ def history_summary(store: SequenceStore, starts: np.ndarray, ends: np.ndarray, 
     These features hand the churn head what those baselines read, so the model never
     sees less than they do. Columns (:data:`SUMMARY_FEATURES`, each ``log1p`` of):
     events, events older than the window (those before ``firsts``, each row's first
-    window event; 0 when None), distinct days
-    with a purchase, days from the first event to ``ref``, days from the last purchase
-    to ``ref`` (the tenure when there is none), and the purchase value per purchase
-    day (negative totals count as 0). Only events before ``ends`` are read.
+    window event; 0 when None), then the baselines' own RFM features
+    (:func:`attnlab.data.rfm.rfm_from_ranges`: purchase baskets, tenure, recency,
+    mean basket value; negative values count as 0). Only events before ``ends`` are read.
 
     Returns:
       ``float32[m, len(SUMMARY_FEATURES)]``.
     """
+    from attnlab.data.rfm import rfm_from_ranges   # the baselines' definitions (imports the splits)
+
     starts = np.asarray(starts, np.int64)
     ends = np.asarray(ends, np.int64)
-    ref = np.asarray(ref, np.int64)
-    m = len(starts)
-    n = ends - starts
-    idx, row = range_events(starts, ends)
-    t = np.asarray(store.time)[idx]
-    buy = (np.asarray(store.event_type)[idx] == EventType.PURCHASE) & (np.asarray(store.item)[idx] > 0)
-    first_t = np.full(m, -1, np.int64)
-    has = n > 0
-    first_t[has] = np.asarray(store.time)[starts[has]]
-    tenure = np.where(has, (ref - first_t) / SECONDS_PER_DAY, 0.0).clip(min=0.0)
-    day = np.floor_divide(t[buy], 86400)
-    key = np.unique(row[buy] * (1 << 32) + day)
-    purchase_days = np.bincount(key >> 32, minlength=m)
-    last_buy = np.full(m, np.iinfo(np.int64).min)
-    np.maximum.at(last_buy, row[buy], t[buy])
-    recency = np.where(last_buy > np.iinfo(np.int64).min, (ref - last_buy) / SECONDS_PER_DAY, tenure).clip(min=0.0)
-    value = np.bincount(row[buy], weights=np.asarray(store.value)[idx][buy], minlength=m)
-    per_day = np.where(purchase_days > 0, np.maximum(value, 0.0) / np.maximum(purchase_days, 1), 0.0)
-    before = np.zeros(m, np.int64) if firsts is None else (np.asarray(firsts, np.int64) - starts).clip(min=0)
-    cols = (n, before, purchase_days, tenure, recency, per_day)
-    return np.log1p(np.stack([np.asarray(c, np.float64) for c in cols], axis=1)).astype(np.float32)
+    rfm = rfm_from_ranges(store, starts, ends, np.asarray(ref, np.int64))
+    before = np.zeros(len(starts), np.int64) if firsts is None else (np.asarray(firsts, np.int64) - starts).clip(min=0)
+    cols = (ends - starts, before, rfm["frequency"], rfm["tenure_days"], rfm["recency_days"], rfm["monetary"])
+    return np.log1p(np.stack([np.asarray(c, np.float64) for c in cols], axis=1).clip(min=0)).astype(np.float32)
 
 
 def history_memory(store: SequenceStore, starts: np.ndarray, firsts: np.ndarray, *, k: int,

@@ -324,13 +324,29 @@ def test_history_summary_measures_frequency_tenure_recency_before_the_end():
     got = history_summary(s, np.array([0, 0, 0]), np.array([5, 3, 0]), np.array([6, 4, 6]) * day,
                           firsts=np.array([2, 3, 0]))
     want = {"events": [5, 3, 0], "events_before_window": [2, 3, 0],
-            # distinct purchase days: 1, 2, 5 (the campaign on day 3 is not a purchase)
-            "purchase_days": [3, 2, 0], "tenure_days": [5, 3, 0], "recency_days": [1, 2, 0],
-            # value 1 per purchase event: 4 events over 3 days, 3 over 2
-            "value_per_purchase_day": [4 / 3, 3 / 2, 0]}
+            # purchase baskets: 10, 11, 12 (the campaign on day 3 is not a purchase)
+            "frequency": [3, 2, 0], "tenure_days": [5, 3, 0], "recency_days": [1, 2, 0],
+            # value 1 per purchase event: 4 events over 3 baskets, 3 over 2
+            "monetary": [4 / 3, 3 / 2, 0]}
     assert got.shape == (3, len(SUMMARY_FEATURES))
     for j, name in enumerate(SUMMARY_FEATURES):
         np.testing.assert_allclose(got[:, j], np.log1p(want[name]), rtol=1e-6, err_msg=name)
+
+
+def test_history_summary_counts_purchases_without_item_ids():
+    """CDNOW has no product ids (every item is 0): its purchases still count, as they
+    do for the RFM baselines (the summary's RFM columns are theirs)."""
+    from attnlab.data.batching import history_summary
+    from attnlab.data.rfm import rfm_from_ranges
+    from tests.train.test_batching import P, store_from_rows
+
+    day = 86400
+    s = store_from_rows([(0, 1 * day, 1, 0, P), (0, 3 * day, 2, 0, P), (0, 3 * day + 5, 2, 0, P)])
+    got = history_summary(s, np.array([0]), np.array([3]), np.array([4 * day]))
+    np.testing.assert_allclose(got[0, 2:], np.log1p([2, 3, 1 - 5 / day, 1.5]), rtol=1e-6)   # baskets, tenure, recency, value
+    rfm = rfm_from_ranges(s, np.array([0]), np.array([3]), np.array([4 * day]))
+    np.testing.assert_allclose(got[0, 2:], np.log1p(rfm[["frequency", "tenure_days", "recency_days",
+                                                         "monetary"]].to_numpy()[0]), rtol=1e-6)
 
 
 def test_history_summary_never_reads_events_at_or_after_the_end(store):
