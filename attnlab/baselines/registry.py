@@ -40,7 +40,8 @@ CHURN = {
 HORIZON = {"bgnbd", "hgb"}
 """Churn baselines constructed with ``horizon_days``."""
 SELECT_ON_VALID = {"hgb"}
-"""Churn baselines fitted as ``fit(store, split.train, valid=split.valid)``."""
+"""Churn baselines fitted as ``fit(store, split.train, valid=split.valid)``: each takes a
+``grid`` of candidates and exposes the chosen point as ``params_``."""
 
 
 def _cls(table: dict, name: str, kind: str):
@@ -74,13 +75,26 @@ def ranking_baselines(names, store: SequenceStore, split: Split) -> dict[str, Fi
     return {n: _fit(_cls(RANKING, n, "ranking"), {}, split.train_end, store, "score") for n in names}
 
 
-def churn_baselines(names, store: SequenceStore, split: Split, *,
-                    horizon_days: float) -> dict[str, FittedBaseline]:
-    """``{name: FittedBaseline}`` of churn baselines fitted on ``split.train``."""
+def churn_baselines(names, store: SequenceStore, split: Split, *, horizon_days: float,
+                    select: Split | None = None) -> dict[str, FittedBaseline]:
+    """``{name: FittedBaseline}`` of churn baselines fitted on ``split.train``.
+
+    ``select``: where the :data:`SELECT_ON_VALID` baselines choose their hyperparameters
+    (``select.train`` fitted, ``select.valid`` scored), when ``split.valid`` is in-sample
+    (a refit split, :func:`attnlab.data.splits.churn_split`); the chosen point is then
+    refitted on ``split.train``. ``fit_s`` counts both fits. None = ``split`` itself.
+    """
     out = {}
     for n in names:
         cls = _cls(CHURN, n, "churn")
         kwargs: dict[str, Any] = {"horizon_days": horizon_days} if n in HORIZON else {}
-        fit_kwargs = {"valid": split.valid} if n in SELECT_ON_VALID else None
-        out[n] = _fit(cls, kwargs, split.train, store, "prob", fit_kwargs)
+        if n not in SELECT_ON_VALID:
+            out[n] = _fit(cls, kwargs, split.train, store, "prob")
+        elif select is None:
+            out[n] = _fit(cls, kwargs, split.train, store, "prob", {"valid": split.valid})
+        else:
+            t0 = time.perf_counter()
+            chosen = cls(**kwargs).fit(store, select.train, valid=select.valid).params_
+            refit = _fit(cls, {**kwargs, "grid": {k: (v,) for k, v in chosen.items()}}, split.train, store, "prob")
+            out[n] = FittedBaseline(predict=refit.predict, fit_s=time.perf_counter() - t0)
     return out

@@ -116,7 +116,9 @@ def metrics_table(result: RunResult, *, digits: int = 4, columns: str = "core",
 
 def summary_line(result: RunResult) -> str:
     p = result.provenance
+    chose = (f"best epoch {p['best_epoch']}" if p.get("best_epoch", -1) >= 0
+             else f"refit: last of {p.get('epochs_trained')} passes, no validation")
     return (
         f"done: {p['model']} on {p['data']}/{p['task']} seed {p['seed']} in {p['wall_s']:.0f}s "
-        f"({p['train_events_per_s']:.0f} train events/s, best epoch {p['best_epoch']}) -> {result.path}"
+        f"({p['train_events_per_s']:.0f} train events/s, {chose}) -> {result.path}"
     )

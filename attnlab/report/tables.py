@@ -309,8 +309,22 @@ def footer_lines(runs: Sequence[Run], experiment: str, *, n_boot: int = 2000) ->
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v != "not installed"),
         f"git: {uniq(r.prov.get('git_sha', '?') for r in runs)}; data fingerprint: "
         f"{uniq(r.prov.get('data_fingerprint', '?') for r in runs)}",
-        f"Regenerate from scratch: python experiments/benchmark.py {experiment} --run --fresh",
+        regenerate_line(runs, experiment),
     ]
+
+
+REFIT_SUFFIX = "_refit"
+"""``experiments/churn_refit.py`` files the refits of experiment ``E`` as ``E_refit``."""
+
+
+def regenerate_line(runs: Sequence[Run], experiment: str) -> str:
+    """The command that rebuilds the table: the experiment's sweep, or for refitted churn
+    runs the validated sweep, then its refits (``experiments/churn_refit.py``)."""
+    if any((r.prov.get("split_report") or {}).get("refit") for r in runs) and experiment.endswith(REFIT_SUFFIX):
+        base = experiment[: -len(REFIT_SUFFIX)]
+        return (f"Regenerate: python experiments/benchmark.py {base} --run && python experiments/churn_refit.py "
+                f"{base} && python experiments/benchmark.py {experiment}")
+    return f"Regenerate from scratch: python experiments/benchmark.py {experiment} --run --fresh"
 
 
 # -- rendering -----------------------------------------------------------------------------

@@ -279,6 +279,8 @@ def fit(model, task, store: SequenceStore, split: Split, tr: TrainerConfig, *, m
     """Train ``model`` in place: passes over the training windows until the step budget,
     ``max_epochs`` or early stopping; validation after every pass; ``best`` and ``latest``
     checkpoints. Resumes from ``latest`` when the folder has one (``trainer.resume``).
+    A task whose validation rows are in-sample (``task.selects_on_valid`` false: a churn
+    refit) trains ``trainer.max_epochs`` passes without validation and keeps the last weights.
 
     Data-parallel on ``mesh`` (:func:`attnlab.train.mesh.make_mesh`): model and optimiser
     state replicated on its devices before the first step (a checkpoint is restored into
@@ -294,6 +296,11 @@ def fit(model, task, store: SequenceStore, split: Split, tr: TrainerConfig, *, m
     bucketed = layout["buckets"] > 1
     per_pass = None if bucketed and not tr.limit_train_batches else steps_per_epoch
     pass_cap = int(tr.max_epochs) if tr.max_epochs else (None if bucketed else max_epochs)
+    selects = bool(getattr(task, "selects_on_valid", True))
+    if not selects and not tr.max_epochs:
+        raise ValueError(f"task={task.name} refits on its validation labels, so nothing can stop or choose a "
+                         "checkpoint on them: set trainer.max_epochs to the validated run's best epoch (its "
+                         "result's provenance.best_epoch) and trainer.max_steps to that run's budget.")
     optimizer = nnx.Optimizer(model, make_optimizer(tr, total_steps=total_steps), wrt=nnx.Param)
     nnx.update((model, optimizer), meshes.place_state(nnx.state((model, optimizer)), mesh,
                                                       catalogue_rows=model.n_items + 1))
@@ -334,7 +341,8 @@ def fit(model, task, store: SequenceStore, split: Split, tr: TrainerConfig, *, m
                                f"report: {split.report}")
         train_loss = float(np.mean(jax.device_get(losses)))
         train_s = time.perf_counter() - t0
-        valid = validate(task, score_fn, store, split.valid, epoch=epoch)
+        # a refit (validation rows in-sample) trains max_epochs passes and keeps the last weights
+        valid = validate(task, score_fn, store, split.valid, epoch=epoch) if selects else {}
         end_of_pass(state, tracker, valid, monitor=task.monitor, train_loss=train_loss, train_s=train_s, events=events)
         if state.best_epoch == state.epoch:
             ckpts.save("best", state.epoch, (model, optimizer), dataclasses.asdict(state))
@@ -373,9 +381,13 @@ def end_of_pass(state: TrainState, tracker, valid: dict[str, float], *, monitor:
                  **{f"valid/{k}": v for k, v in valid.items() if not is_count(k)}})
     # counts (valid/n, ...) do not change from epoch to epoch: summary values, not curves
     tracker.set_summary({f"valid/{k}": v for k, v in valid.items() if is_count(k)})
+    state.epoch = epoch
+    if not valid:   # a refit: no validation, nothing chosen
+        log.info("epoch %d (step %d/%d) loss %.4f, no validation (refit) (%.1fs)", epoch, state.step,
+                 state.total_steps, train_loss, train_s)
+        return
     log.info("epoch %d (step %d/%d) loss %.4f valid %s %.4f (%.1fs)", epoch, state.step, state.total_steps,
              train_loss, monitor, valid[monitor], train_s)
-    state.epoch = epoch
     if state.best is None or valid[monitor] > state.best:
         state.best, state.best_epoch, state.bad_epochs, state.best_valid = float(valid[monitor]), epoch, 0, valid
     else:

@@ -121,6 +121,7 @@ class ChurnConfig(TypedConfig):
     train_stride: str | int | None = "1W"   # rolling training cut-offs every stride; null = one
     windows_per_customer: int = 4     # labelled cut-offs per customer per pass (0 = all)
     history_summary: bool = True      # the model's default: the churn head also reads the whole history's RFM summary
+    refit: bool = False               # temporal: train on the labels up to the test cut-off for trainer.max_epochs passes
     baselines: tuple[str, ...] = ("recency_frequency", "rfm", "bgnbd")
 
     def check(self) -> None:
@@ -128,6 +129,9 @@ class ChurnConfig(TypedConfig):
         _time(self.GROUP, "train_stride", self.train_stride, duration=True)
         _time(self.GROUP, "horizon", self.horizon, duration=True)
         _at_least(self, "windows_per_customer", 0, "labelled cut-offs per customer per pass, 0 = all")
+        if self.refit and self.mode != protocols.ChurnMode.TEMPORAL.value:
+            raise ConfigError(f"task.refit=true moves the training labels up to the test cut-off; it needs "
+                              f"task.mode=temporal, got task.mode={self.mode!r}.")
 
 
 TASK_CONFIGS: dict[str, type[TypedConfig]] = {

@@ -81,6 +81,37 @@ def test_temporal_leakage():
         assert (s.time[tr] < sp.valid.cutoff[0]).all() and not (s.quantity[tr] == POISON).any()
 
 
+@pytest.mark.parametrize("stride", [None, WEEK])
+def test_refit_trains_up_to_the_test_cutoff_and_reads_nothing_after_it(stride):
+    """refit: the validation labels become training labels (the latest training cut-off
+    is the valid cut-off), every training label window ends by the test cut-off, no
+    training input or label reads a POISON event, and test rows are unchanged."""
+    s = poison_store()
+    c = T_END - H
+    sp = churn_split(s, horizon=H, mode=ChurnMode.TEMPORAL, train_stride=stride)
+    rf = churn_split(s, horizon=H, mode=ChurnMode.TEMPORAL, train_stride=stride, refit=True)
+    vc = int(sp.valid.cutoff[0])
+    assert rf.report["refit"] and not sp.report["refit"]
+    assert int(rf.train.cutoff.max()) == vc and int(sp.train.cutoff.max()) == vc - H
+    assert (rf.train.cutoff + H <= c).all()
+    key = lambda ex: set(zip(ex.customer.tolist(), ex.cutoff.tolist(), ex.label.tolist()))  # noqa: E731
+    assert key(rf.valid) <= key(rf.train)                    # validation is in-sample now
+    np.testing.assert_array_equal(rf.test.label, sp.test.label)
+    np.testing.assert_array_equal(rf.test.end, sp.test.end)
+    for m in range(len(rf.train)):
+        v = visible(s, rf.train, m)
+        assert (s.time[v] < rf.train.cutoff[m]).all() and not (s.quantity[v] == POISON).any()
+    for k in range(s.n_customers):
+        tr = slice(s.offsets[k], rf.train_end[k])
+        assert (s.time[tr] < c).all() and not (s.quantity[tr] == POISON).any()
+        assert rf.train_end[k] >= sp.train_end[k]
+
+
+def test_refit_is_temporal_only():
+    with pytest.raises(ValueError, match="mode='temporal' only"):
+        churn_split(poison_store(), horizon=H, mode=ChurnMode.HOLDOUT_CUSTOMERS, refit=True)
+
+
 def test_holdout_customers_disjoint_and_inputs_before_cutoff():
     s = poison_store(n=200, seed=1)
     c = T_END - H

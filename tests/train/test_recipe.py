@@ -403,6 +403,55 @@ def test_churn_training_and_scoring_feed_the_summary(tmp_path):
     assert 0.0 <= result.metrics["model"]["auc"] <= 1.0
 
 
+def test_churn_refit_trains_fixed_passes_without_validation(tmp_path):
+    """task.refit: the validation labels are training labels, so the run needs a pass
+    count (an error names it), never validates, keeps its last pass and still scores
+    the unchanged test rows; hgb keeps the hyperparameters chosen on the ordinary split."""
+    base = ("task=churn", "task.horizon=2W", "trainer.max_steps=40", "trainer.patience=10",
+            "task.baselines=[recency_frequency,hgb]")
+    with pytest.raises(ValueError, match="trainer.max_epochs"):
+        train_and_evaluate(tiny(tmp_path / "a", *base, "task.refit=true", "trainer.max_epochs=null"))
+    ordinary = train_and_evaluate(tiny(tmp_path / "b", *base, "trainer.max_epochs=2"))
+    refit = train_and_evaluate(tiny(tmp_path / "c", *base, "task.refit=true", "trainer.max_epochs=2"))
+    assert [h["epoch"] for h in refit.history] == [1, 2]
+    assert not any(k.startswith("valid/") for h in refit.history for k in h) and refit.valid == {}
+    assert all(any(k.startswith("valid/") for k in h) for h in ordinary.history)
+    rep_o, rep_r = ordinary.provenance["split_report"], refit.provenance["split_report"]
+    assert rep_r["refit"] and rep_r["train_cutoff"] == rep_o["valid_cutoff"]
+    assert rep_r["train_n_examples"] > rep_o["train_n_examples"]
+    assert refit.metrics["model"]["n"] == ordinary.metrics["model"]["n"] > 0
+    assert 0.0 <= refit.metrics["model"]["auc"] <= 1.0
+
+
+def test_refit_baselines_choose_hyperparameters_on_the_ordinary_split(store, monkeypatch):
+    import attnlab.baselines.registry as registry
+    from attnlab.baselines.gbm import HGBChurn
+
+    grid = {"learning_rate": (0.1, 0.05), "max_leaf_nodes": (4, 31)}
+    ordinary = churn_split(store, horizon="2W", train_stride="1W")
+    refit = churn_split(store, horizon="2W", train_stride="1W", refit=True)
+    chosen = HGBChurn(horizon_days=14, grid=grid, max_iter=20).fit(store, ordinary.train,
+                                                                   valid=ordinary.valid).params_
+    seen = []
+
+    class Spy(HGBChurn):
+        def __init__(self, **kw):
+            super().__init__(**{"grid": grid, "max_iter": 20, **kw})
+            seen.append(self.grid)
+
+        def fit(self, store, train_examples, *, valid=None):
+            seen.append((len(train_examples), None if valid is None else len(valid)))
+            return super().fit(store, train_examples, valid=valid)
+
+    monkeypatch.setattr(registry, "_cls", lambda table, name, kind: Spy)
+    fitted = registry.churn_baselines(["hgb"], store, refit, horizon_days=14, select=ordinary)
+    # chosen on (ordinary.train, ordinary.valid), then one candidate refitted on refit.train
+    assert seen == [grid, (len(ordinary.train), len(ordinary.valid)),
+                    {k: (v,) for k, v in chosen.items()}, (len(refit.train), None)]
+    p = fitted["hgb"].predict(store, refit.test)
+    assert p.shape == (len(refit.test),) and np.isfinite(p).all()
+
+
 def test_copy_head_reaches_items_only_in_the_memory(store):
     cfg = {"name": "vanilla", "item_head": "softmax", "history_memory": 0, "churn_pool": "last", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 8, "dropout": 0.0,
            "item_head": "copy", "history_memory": 8}

@@ -22,7 +22,7 @@ def churn_split(store: SequenceStore, *, cutoff: TimeLike | None = None,
                 horizon: DurationLike = 8 * WEEK,
                 mode: ChurnMode | str = ChurnMode.TEMPORAL, seed: int = 0,
                 fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
-                train_stride: DurationLike | None = None) -> Split:
+                train_stride: DurationLike | None = None, refit: bool = False) -> Split:
     """Churn protocol: label 1 iff the customer makes NO purchase in ``[c, c + horizon)``.
 
     A purchase is any ``PURCHASE`` event (item ids not needed). Only customers with at
@@ -51,6 +51,13 @@ def churn_split(store: SequenceStore, *, cutoff: TimeLike | None = None,
         validation cut-off (``TEMPORAL``), or by ``c + horizon`` for the train customers
         (``HOLDOUT_CUSTOMERS``), becomes training examples, so a model sees many labels
         per customer instead of one. Valid and test examples are unchanged.
+      refit: ``TEMPORAL`` only. The training labels move one horizon later: the latest
+        training cut-off is ``c_valid`` (with ``train_stride``, every label window that
+        ends by the *test* cut-off), so the validation labels become training labels
+        and ``train_end`` is the first event ``>= c_test``. For the final fit after the
+        step count was chosen on the ordinary split: the validation rows are then
+        in-sample and must not choose anything. Test examples are unchanged; no label
+        at or after ``c_test`` is read.
 
     Returns:
       ``Split(protocol="churn")`` whose ``train``/``valid``/``test`` carry ``label``
@@ -61,6 +68,9 @@ def churn_split(store: SequenceStore, *, cutoff: TimeLike | None = None,
         or no customer has a purchase before a cutoff.
     """
     mode = ChurnMode(mode)
+    if refit and mode is not ChurnMode.TEMPORAL:
+        raise ValueError("churn refit moves the training labels up to the test cut-off; it is defined for "
+                         f"mode='temporal' only, got mode={mode.value!r}")
     h = to_duration_seconds(horizon)
     t0, t_end = data_span(store, purchases_only=False)
     c = default_churn_cutoff(store, horizon=h) if cutoff is None else to_seconds(cutoff)
@@ -122,9 +132,11 @@ def churn_split(store: SequenceStore, *, cutoff: TimeLike | None = None,
             raise ValueError(f"temporal churn needs inputs before the train cutoff {iso(trc)} "
                              f"(= test cutoff - 2 x horizon) but the data starts {iso(t0)}; "
                              "use mode='holdout_customers' or a shorter horizon")
-        train = window(trc, None, "train") if train_stride is None else rolling(trc, None)
+        first = vc if refit else trc   # refit: the validation labels are training labels too
+        train = window(first, None, "train") if train_stride is None else rolling(first, None)
         valid, test = window(vc, None, "valid"), window(c, None, "test")
-        train_end = first_index_at(store, cust, vc)
+        train_end = first_index_at(store, cust, c if refit else vc)
+        report["refit"] = bool(refit)
     else:
         f = np.asarray(fractions, dtype=np.float64)
         if f.shape != (3,) or (f < 0).any() or abs(f.sum() - 1) > 1e-6 or f[0] <= 0 or f[2] <= 0:

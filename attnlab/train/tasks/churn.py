@@ -33,6 +33,12 @@ class ChurnTask:
     customer, :func:`attnlab.data.splits.churn_split`); each pass then draws
     ``windows_per_customer`` of a customer's labelled cut-offs (0 = all).
 
+    ``refit`` (temporal): the final fit after the step count was chosen on validation.
+    The training labels run up to the test cut-off (the validation labels included),
+    the run trains ``trainer.max_epochs`` passes with no validation and keeps its last
+    weights, and the baselines refit the same way (``hgb`` keeps the hyperparameters
+    chosen on the ordinary split's validation rows).
+
     """
 
     name = "churn"
@@ -50,14 +56,23 @@ class ChurnTask:
         check_baselines(cfg.baselines, CHURN, "churn")
         self.plans: BucketPlans | None = None
 
+    @property
+    def selects_on_valid(self) -> bool:
+        """False for a refit (``task.refit``): its validation labels are training labels,
+        so the loop trains ``trainer.max_epochs`` passes and keeps the last weights."""
+        return not self.cfg.refit
+
     def split(self, store: SequenceStore, *, seed: int) -> Split:
         return protocols.churn_split(store, cutoff=self.cfg.cutoff, horizon=self.cfg.horizon, mode=self.cfg.mode,
-                                     seed=seed, train_stride=self.cfg.train_stride)
+                                     seed=seed, train_stride=self.cfg.train_stride, refit=self.cfg.refit)
 
     def baselines(self, store: SequenceStore, split: Split) -> dict[str, FittedBaseline]:
         """``{name: FittedBaseline}`` (predictor + fit seconds) of ``task.baselines``."""
         horizon_days = protocols.to_duration_seconds(self.cfg.horizon) / 86400.0
-        return churn_baselines(self.cfg.baselines, store, split, horizon_days=horizon_days)
+        # refit: validation rows are training rows; hyperparameters are chosen on the ordinary split
+        select = (protocols.churn_split(store, cutoff=self.cfg.cutoff, horizon=self.cfg.horizon, mode=self.cfg.mode,
+                                        train_stride=self.cfg.train_stride) if self.cfg.refit else None)
+        return churn_baselines(self.cfg.baselines, store, split, horizon_days=horizon_days, select=select)
 
     def evaluate(self, prob_fn, store: SequenceStore, examples: Examples, *, progress: bool):
         return evaluation.evaluate_churn(prob_fn, store, examples)
