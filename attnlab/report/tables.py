@@ -175,6 +175,9 @@ def build_table(runs: Sequence[Run], *, experiment: str, n_boot: int = 2000) -> 
     # -- model cells -----------------------------------------------------------------
     # a cell = every config value but the seed and values derived from it (data.options.seed: ${seed})
     seed_keys = {k for k in set().union(*flats.values()) if all(f.get(k) == f.get("seed") for f in flats.values())}
+    if all((r.prov.get("split_report") or {}).get("refit") for r in runs):
+        # a churn refit's pass count was chosen on validation per run, like a checkpoint: not a cell
+        seed_keys.add("trainer.max_epochs")
     cells: dict[str, list[Run]] = defaultdict(list)
     for r in runs:
         cells[json.dumps({k: v for k, v in flats[id(r)].items() if k not in seed_keys}, sort_keys=True,

@@ -115,6 +115,28 @@ def test_cells_that_differ_in_config_get_labels(tmp_path):
     assert labels == ["vanilla (model.max_len=50)", "vanilla (model.max_len=200)"]  # numeric order
 
 
+def test_refit_pass_counts_are_chosen_per_run_not_cells(tmp_path):
+    """A churn refit's trainer.max_epochs comes from each run's validation (like its
+    checkpoint), so refit runs that differ only there are seeds of one row; elsewhere
+    the same difference still makes two cells."""
+    import json
+
+    for seed, epochs in ((0, 2), (1, 5)):
+        path = write_run(tmp_path, "vanilla", seed, np.ones(10), np.zeros(10), **{"trainer.max_epochs": epochs})
+        data = json.loads(path.read_text())
+        data["provenance"]["split_report"] = {"refit": True}
+        path.write_text(json.dumps(data))
+    rows = [r for r in T.build_table(T.load_runs(tmp_path, "exp"), experiment="exp", n_boot=50).rows
+            if r.kind == "model"]
+    assert [(r.label, r.seeds) for r in rows] == [("vanilla", [0, 1])]
+    plain = tmp_path / "plain"
+    for seed, epochs in ((0, 2), (1, 5)):
+        write_run(plain, "vanilla", seed, np.ones(10), np.zeros(10), **{"trainer.max_epochs": epochs})
+    rows = [r for r in T.build_table(T.load_runs(plain, "exp"), experiment="exp", n_boot=50).rows
+            if r.kind == "model"]
+    assert len(rows) == 2
+
+
 def test_seed_derived_options_and_custom_columns(tmp_path):
     for seed in range(3):
         write_run(tmp_path, "vanilla", seed, np.ones(10) * (seed % 2), np.zeros(10),
