@@ -79,6 +79,12 @@ def result_config(cfg: dict[str, Any], *, ignore: tuple[str, ...] = NOT_RESULTS)
     return out
 
 
+def default_results_dir() -> Path:
+    """The results index the command-line tools read by default: ``$ATTNLAB_OUTPUTS/results``,
+    else ``outputs/results`` (where ``configs/paths/default.yaml`` files runs)."""
+    return Path(os.environ.get("ATTNLAB_OUTPUTS", "outputs")) / "results"
+
+
 def config_hash(cfg: dict[str, Any], *, ignore: tuple[str, ...] = NOT_RESULTS) -> str:
     """sha256 (16 hex) of the resolved config, minus keys that do not change results.
 

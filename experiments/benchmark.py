@@ -28,10 +28,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def default_results_dir() -> Path:
-    return Path(os.environ.get("ATTNLAB_OUTPUTS", "outputs")) / "results"
-
-
 def published_experiments(results_dir: Path, configs_dir: Path = ROOT / "configs" / "experiment"):
     """(names, skipped) of the indexed experiments: a published table has a config.
 
@@ -140,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-boot", type=int, default=2000)
     args = ap.parse_args(argv)
 
+    from attnlab import results as res
     from attnlab.report.tables import build_table, to_csv, to_latex, to_markdown
 
-    results_dir = args.results_dir or default_results_dir()
+    results_dir = args.results_dir or res.default_results_dir()
     names = list(args.experiments)
     skipped: list[str] = []
     if args.all:

@@ -23,7 +23,6 @@ naming it.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,16 +30,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def default_results_dir() -> Path:
-    return Path(os.environ.get("ATTNLAB_OUTPUTS") or ROOT / "outputs") / "results"
-
-
 def refit_commands(experiment: str, results_dir: Path, *, extra: list[str] | None = None) -> list[list[str]]:
     """One ``train.py`` command per validated run of ``experiment``, in the index's order."""
     from omegaconf import OmegaConf
 
     from attnlab import results as res
-    from attnlab.report.tables import REFIT_SUFFIX
+    from attnlab.report.tables import REFIT_SUFFIX, is_refit
 
     folder = results_dir / experiment
     paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
@@ -52,9 +47,9 @@ def refit_commands(experiment: str, results_dir: Path, *, extra: list[str] | Non
     cmds = []
     for r in runs:
         path, prov = r.path, r.provenance
-        if prov.get("task") != "churn" or prov.get("split_report", {}).get("refit"):
+        if prov.get("task") != "churn" or is_refit(prov):
             raise SystemExit(f"{path}: not a validated churn run (task {prov.get('task')!r}, refit "
-                             f"{prov.get('split_report', {}).get('refit')}); refit reads validated churn runs only.")
+                             f"{is_refit(prov)}); refit reads validated churn runs only.")
         best = prov.get("best_epoch")
         if best is None or int(best) < 1:
             raise SystemExit(f"{path}: the run has no best epoch (it never validated), so there is no pass "
@@ -81,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     ap.add_argument("overrides", nargs="*", help="extra overrides for every refit, e.g. logger=none")
     args = ap.parse_intermixed_args(argv)
-    cmds = refit_commands(args.experiment, args.results_dir or default_results_dir(), extra=args.overrides)
+    from attnlab import results as res
+
+    cmds = refit_commands(args.experiment, args.results_dir or res.default_results_dir(), extra=args.overrides)
     for i, cmd in enumerate(cmds, 1):
         print(f"[{i}/{len(cmds)}] {' '.join(cmd[1:])}", flush=True)
         if not args.dry_run:

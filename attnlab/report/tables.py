@@ -175,7 +175,7 @@ def build_table(runs: Sequence[Run], *, experiment: str, n_boot: int = 2000) -> 
     # -- model cells -----------------------------------------------------------------
     # a cell = every config value but the seed and values derived from it (data.options.seed: ${seed})
     seed_keys = {k for k in set().union(*flats.values()) if all(f.get(k) == f.get("seed") for f in flats.values())}
-    if all((r.prov.get("split_report") or {}).get("refit") for r in runs):
+    if all(is_refit(r.prov) for r in runs):
         # a churn refit's pass count was chosen on validation per run, like a checkpoint: not a cell
         seed_keys.add("trainer.max_epochs")
     cells: dict[str, list[Run]] = defaultdict(list)
@@ -320,10 +320,15 @@ REFIT_SUFFIX = "_refit"
 """``experiments/churn_refit.py`` files the refits of experiment ``E`` as ``E_refit``."""
 
 
+def is_refit(prov: dict[str, Any]) -> bool:
+    """Whether a run's provenance says it is a churn refit (``task.refit``: its split report)."""
+    return bool((prov.get("split_report") or {}).get("refit"))
+
+
 def regenerate_line(runs: Sequence[Run], experiment: str) -> str:
     """The command that rebuilds the table: the experiment's sweep, or for refitted churn
     runs the validated sweep, then its refits (``experiments/churn_refit.py``)."""
-    if any((r.prov.get("split_report") or {}).get("refit") for r in runs) and experiment.endswith(REFIT_SUFFIX):
+    if any(is_refit(r.prov) for r in runs) and experiment.endswith(REFIT_SUFFIX):
         base = experiment[: -len(REFIT_SUFFIX)]
         return (f"Regenerate: python experiments/benchmark.py {base} --run && python experiments/churn_refit.py "
                 f"{base} && python experiments/benchmark.py {experiment}")

@@ -62,16 +62,17 @@ class ChurnTask:
         so the loop trains ``trainer.max_epochs`` passes and keeps the last weights."""
         return not self.cfg.refit
 
-    def split(self, store: SequenceStore, *, seed: int) -> Split:
+    def split(self, store: SequenceStore, *, seed: int, refit: bool | None = None) -> Split:
+        """The configured split; ``refit`` overrides ``task.refit`` (None = the config's)."""
         return protocols.churn_split(store, cutoff=self.cfg.cutoff, horizon=self.cfg.horizon, mode=self.cfg.mode,
-                                     seed=seed, train_stride=self.cfg.train_stride, refit=self.cfg.refit)
+                                     seed=seed, train_stride=self.cfg.train_stride,
+                                     refit=self.cfg.refit if refit is None else refit)
 
     def baselines(self, store: SequenceStore, split: Split) -> dict[str, FittedBaseline]:
         """``{name: FittedBaseline}`` (predictor + fit seconds) of ``task.baselines``."""
         horizon_days = protocols.to_duration_seconds(self.cfg.horizon) / 86400.0
         # refit: validation rows are training rows; hyperparameters are chosen on the ordinary split
-        select = (protocols.churn_split(store, cutoff=self.cfg.cutoff, horizon=self.cfg.horizon, mode=self.cfg.mode,
-                                        train_stride=self.cfg.train_stride) if self.cfg.refit else None)
+        select = self.split(store, seed=int(split.report.get("seed", 0)), refit=False) if self.cfg.refit else None
         return churn_baselines(self.cfg.baselines, store, split, horizon_days=horizon_days, select=select)
 
     def evaluate(self, prob_fn, store: SequenceStore, examples: Examples, *, progress: bool):
