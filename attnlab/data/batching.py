@@ -272,22 +272,14 @@ def basket_groups(store: SequenceStore) -> tuple[np.ndarray, np.ndarray, np.ndar
     return group, group_start, group_size
 
 
-def next_basket_targets(store: SequenceStore, train_end: np.ndarray) -> np.ndarray:
-    """Per-event training target: an item of the next purchase basket (0 = none).
+def _next_purchase_groups(store: SequenceStore, train_end: np.ndarray):
+    """Each basket group's next purchase group of the same customer, both before ``train_end``.
 
-    Only baskets that lie entirely before the customer's ``train_end`` are used as
-    targets, so validation/test baskets never become training targets.
-
-    Args:
-      store: the event store.
-      train_end: ``int64[n_customers]`` exclusive end of each customer's training events.
-
-    Returns:
-      ``int32[n_events]``.
+    Returns ``(group, gstart, gsize, nxt, has_next, cust_of_event)``: ``group
+    int64[n_events]`` and ``gstart``/``gsize`` as :func:`basket_groups`; ``nxt[g]`` the
+    next purchase group strictly after group ``g`` (valid where ``has_next[g]``), which
+    lies entirely before the customer's ``train_end``.
     """
-    n = store.n_events
-    if n == 0:
-        return np.zeros(0, dtype=np.int32)
     group, gstart, gsize = basket_groups(store)
     item = np.asarray(store.item)
     etype = np.asarray(store.event_type)
@@ -302,13 +294,101 @@ def next_basket_targets(store: SequenceStore, train_end: np.ndarray) -> np.ndarr
     has_next = pos < len(purchase_groups)
     nxt = np.where(has_next, purchase_groups[np.minimum(pos, len(purchase_groups) - 1)], 0)
     has_next &= gcust[nxt] == gcust
+    return group, gstart, gsize, nxt, has_next, cust_of_event
+
+
+def next_basket_targets(store: SequenceStore, train_end: np.ndarray) -> np.ndarray:
+    """Per-event training target: an item of the next purchase basket (0 = none).
+
+    The ``k``-th event of a basket targets the ``k mod n``-th item of the next purchase
+    basket (``n`` items), so a basket's positions spread over the next basket's items
+    (``task.targets: spread``). Only baskets that lie entirely before the customer's
+    ``train_end`` are used as targets, so validation/test baskets never become
+    training targets.
+
+    Args:
+      store: the event store.
+      train_end: ``int64[n_customers]`` exclusive end of each customer's training events.
+
+    Returns:
+      ``int32[n_events]``.
+    """
+    n = store.n_events
+    if n == 0:
+        return np.zeros(0, dtype=np.int32)
+    group, gstart, gsize, nxt, has_next, cust_of_event = _next_purchase_groups(store, train_end)
     rank_in_group = np.arange(n) - gstart[group]
     ng = nxt[group]
     target_idx = gstart[ng] + rank_in_group % gsize[ng]
-    targets = np.where(has_next[group], item[target_idx], 0)
+    targets = np.where(has_next[group], np.asarray(store.item)[target_idx], 0)
     # Positions at/after train_end are never trained on.
     targets = np.where(np.arange(n) < np.asarray(train_end)[cust_of_event], targets, 0)
     return targets.astype(np.int32)
+
+
+def next_basket_sets(store: SequenceStore, train_end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Whole-basket training targets (``task.targets: basket``).
+
+    The last event of every basket whose next purchase basket lies entirely before
+    ``train_end`` targets *every* item of that next basket, exactly the test query of
+    next_basket (a history ending at a basket's last event, scored against the whole
+    next basket); the other events have no target.
+
+    Returns:
+      ``(next_of_event int32[n_events], start int64[n_groups], size int64[n_groups])``:
+      ``next_of_event[e] = g + 1`` when event ``e`` ends a basket whose next purchase
+      basket is group ``g`` (0 = no target); that basket's items are
+      ``store.item[start[g]:start[g] + size[g]]``.
+    """
+    n = store.n_events
+    if n == 0:
+        return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    group, gstart, gsize, nxt, has_next, _ = _next_purchase_groups(store, train_end)
+    last = gstart + gsize - 1
+    out = np.zeros(n, np.int32)
+    out[last[has_next]] = (nxt[has_next] + 1).astype(np.int32)
+    return out, gstart, gsize
+
+
+def basket_members(next_ids: np.ndarray, start: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Expand ``g + 1`` ids (:func:`next_basket_sets`) into their baskets' events:
+    ``(source int64[m], event int64[m])``, ``source`` the position in ``next_ids``
+    each event comes from."""
+    g = np.asarray(next_ids, np.int64) - 1
+    k = size[g]
+    src = np.repeat(np.arange(len(g)), k)
+    return src, np.repeat(start[g] - np.cumsum(k) + k, k) + np.arange(int(k.sum()))
+
+
+def basket_pairs(next_of_pos: np.ndarray, start: np.ndarray, size: np.ndarray, item: np.ndarray, n: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(position, item)`` training pairs of a batch under ``task.targets: basket``.
+
+    Args:
+      next_of_pos: ``int32[b, L]`` :func:`next_basket_sets`' ``next_of_event`` gathered
+        at each window position.
+      start, size: the basket groups (:func:`next_basket_sets`); item: ``store.item``.
+      n: pairs per row (the batch's static width).
+      rng: seeded generator: a row with more than ``n`` pairs keeps a uniform random ``n``
+        of them (counted in the third return value, never silently).
+
+    Returns:
+      ``(index int32[b, n], item int32[b, n], dropped)``; unused slots have item 0.
+    """
+    b = next_of_pos.shape[0]
+    row, pos = np.nonzero(next_of_pos > 0)
+    src, member = basket_members(next_of_pos[row, pos], start, size)
+    row, pos, items = row[src], pos[src], np.asarray(item)[member]
+    order = np.lexsort((rng.random(len(row)), row))
+    row, pos, items = row[order], pos[order], items[order]
+    per_row = np.bincount(row, minlength=b)
+    rank = np.arange(len(row)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    keep = rank < n
+    index_out = np.zeros((b, n), np.int32)
+    item_out = np.zeros((b, n), np.int32)
+    index_out[row[keep], rank[keep]] = pos[keep]
+    item_out[row[keep], rank[keep]] = items[keep]
+    return index_out, item_out, int((~keep).sum())
 
 
 def window_ends(store: SequenceStore, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -491,6 +491,8 @@ def training_signal(model, task, state: TrainState, *, init_bias: str = "log_pop
 
     out = {"steps": state.step, "targets": state.train_targets,
            "targets_per_step": float(state.train_targets) / max(state.step, 1)}
+    if getattr(task, "dropped_pairs", None) is not None:   # task.targets: basket, pairs over a row's width
+        out["dropped_target_pairs"] = int(task.dropped_pairs)
     if task.target_counts is not None:
         out["bias_popularity_spearman"] = bias_popularity_correlation(model, task.target_counts)
         seen = np.asarray(task.target_counts)[1:] > 0

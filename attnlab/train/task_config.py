@@ -55,7 +55,8 @@ class RankingTaskConfig(TypedConfig):
     """Keys shared by ``next_item`` and ``next_basket`` (see :class:`NextItemConfig`)."""
 
     GROUP: ClassVar[str] = "task"
-    CHOICES: ClassVar[dict] = {"window_ends": ("random", "latest"), "encoder": ENCODERS}
+    CHOICES: ClassVar[dict] = {"window_ends": ("random", "latest"), "encoder": ENCODERS,
+                               "targets": ("spread", "basket")}
 
     name: str = "next_item"
     monitor: str | None = None       # validation metric for early stopping (null = the task's default)
@@ -63,6 +64,7 @@ class RankingTaskConfig(TypedConfig):
     windows_per_customer: int = 4    # window ends per customer per pass
     window_ends: str = "random"      # random: seeded ends at baskets with a target | latest: v0.1's backward cut
     loss_positions: int = 0          # 0 = every position with a target; N = a seeded sample of N per window
+    targets: str = "spread"          # spread: a basket's k-th event targets item k of the next basket | basket: its last event targets every item
     sampled_softmax: SampledSoftmaxConfig = dataclasses.field(default_factory=SampledSoftmaxConfig)
     ks: tuple[int, ...] = (10, 20)
     baselines: tuple[str, ...] = ("most_popular", "personal_repeat")
@@ -91,6 +93,7 @@ class NextBasketConfig(RankingTaskConfig):
     """``task=next_basket``: global time cut-offs (null = from the data's span)."""
 
     name: str = "next_basket"
+    targets: str = "basket"                 # the test query: a basket's end scored against the whole next basket
     valid_cutoff: str | int | None = None   # a date (or Unix seconds); null = from the data's span
     test_cutoff: str | int | None = None
     min_history_baskets: int = 1

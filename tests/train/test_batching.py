@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from attnlab.data.batching import make_batch, next_basket_targets, window_indices
+from attnlab.data.batching import basket_pairs, make_batch, next_basket_sets, next_basket_targets, window_indices
 from attnlab.data.schema import EventType
 from attnlab.data.sequences import SequenceStore
 
@@ -68,6 +68,40 @@ def test_targets_round_robin_over_larger_next_basket():
                          (0, 2 * day, 2, 4, P), (0, 2 * day, 2, 5, P)])
     t = next_basket_targets(s, np.array([5]))
     assert list(t[:3]) == [4, 5, 4]
+
+
+def test_basket_sets_target_the_whole_next_basket_from_the_basket_end(store):
+    # task.targets: basket: a basket's last event targets every item of the next purchase
+    # basket; no other event has a target; train_end bounds both baskets
+    train_end = np.array([7, 10])
+    nxt, start, size = next_basket_sets(store, train_end)
+    basket_items = lambda e: sorted(store.item[start[nxt[e] - 1]:start[nxt[e] - 1] + size[nxt[e] - 1]].tolist())
+    assert np.flatnonzero(nxt).tolist() == [2, 3, 4, 8]    # ends of A, B, the campaign; E (F has none)
+    assert basket_items(2) == [4] and basket_items(3) == [5, 6] and basket_items(4) == [5, 6]
+    assert basket_items(8) == [9]
+    # with the whole history trainable, C -> D appears too
+    nxt_all, start, size = next_basket_sets(store, np.array([8, 10]))
+    assert np.flatnonzero(nxt_all).tolist() == [2, 3, 4, 6, 8]
+
+
+def test_basket_pairs_every_item_then_a_seeded_subsample():
+    day = 86400
+    s = store_from_rows([(0, day, 1, 1, P), (0, day, 1, 2, P),
+                         (0, 2 * day, 2, 3, P), (0, 2 * day, 2, 4, P), (0, 2 * day, 2, 5, P),
+                         (0, 3 * day, 3, 6, P)])
+    nxt, start, size = next_basket_sets(s, np.array([6]))
+    b = make_batch(s, customers=np.array([0, 0]), ends=np.array([5, 2]), cutoffs=None, max_len=5, targets=nxt)
+    index, item, dropped = basket_pairs(b.targets, start, size, s.item, 5, np.random.default_rng(0))
+    pairs = [sorted(zip(index[r][item[r] > 0].tolist(), item[r][item[r] > 0].tolist())) for r in range(2)]
+    # row 0 = events 0..4: basket 1 ends at position 1 (-> 3, 4, 5), basket 2 at 4 (-> 6)
+    assert pairs[0] == [(1, 3), (1, 4), (1, 5), (4, 6)]
+    assert pairs[1] == [(1, 3), (1, 4), (1, 5)] and dropped == 0
+    # narrower than a row's pairs: a uniform subset, counted, and the same for the same seed
+    i2, it2, dropped = basket_pairs(b.targets, start, size, s.item, 2, np.random.default_rng(1))
+    assert dropped == (4 - 2) + (3 - 2) and (it2 > 0).sum() == 4
+    assert all((p, t) in pairs[r] for r in range(2) for p, t in zip(i2[r].tolist(), it2[r].tolist()))
+    i3, it3, _ = basket_pairs(b.targets, start, size, s.item, 2, np.random.default_rng(1))
+    assert np.array_equal(i2, i3) and np.array_equal(it2, it3)
 
 
 def test_targets_never_same_basket(store):

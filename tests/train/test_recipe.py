@@ -90,6 +90,41 @@ def test_every_position_with_a_target_is_trained(store):
     assert (item[valid] > 0).mean() > 0.5
 
 
+def test_basket_targets_train_each_window_end_on_its_whole_next_basket(store):
+    """task.targets: basket: a batch's pairs are exactly (the last slot of each basket in the
+    window, every item of its next purchase basket before train_end), the window's last
+    slot among them, as the next_basket test query is scored against a whole basket."""
+    split = next_item_split(store, seed=0)
+    task = _task(targets="basket", loss_positions=64)   # 64 pairs per row: none dropped here
+    task.prepare(store, split)
+    nxt, start, size = task._groups
+    cust, ends = task.train_windows(store, split, max_len=16, epoch=0, seed=0)
+    ref = make_batch(store, customers=cust, ends=ends, cutoffs=None, max_len=16, targets=nxt)
+    inputs, targets = next(task.train_batches(store, split, max_len=16, batch_size=len(cust), epoch=0, seed=0))
+    assert task.dropped_pairs == 0
+    item, train_end = np.asarray(store.item), np.asarray(split.train_end)
+    offsets = np.asarray(store.offsets)
+    def expected(w):
+        out = []
+        for p in range(ref.lengths[w]):
+            g = nxt[ref.index[w, p]] - 1
+            if g >= 0:
+                assert start[g] + size[g] <= train_end[cust[w]] <= offsets[cust[w] + 1]
+                out += [(p, int(t)) for t in item[start[g]:start[g] + size[g]]]
+        assert any(p == ref.lengths[w] - 1 for p, _ in out)          # the test query's slot is trained
+        return sorted(out)
+
+    for r in range(len(cust)):
+        got = targets["item"][r] > 0
+        pairs = sorted(zip(targets["index"][r][got].tolist(), targets["item"][r][got].tolist()))
+        # the window this row holds (a one-event window may look like another: any of them)
+        same = np.flatnonzero((ref.item == inputs["item"][r]).all(1) & (ref.time == inputs["time"][r]).all(1))
+        assert any(pairs == expected(w) for w in same)
+    counts = np.bincount(np.concatenate([item[start[g]:start[g] + size[g]] for g in nxt[nxt > 0] - 1]),
+                         minlength=store.n_items + 1)
+    assert np.array_equal(task.target_counts, counts)
+
+
 # ---------------------------------------------------------------------------- features
 
 

@@ -14,7 +14,9 @@ from flax import nnx
 
 from attnlab.baselines.registry import RANKING, FittedBaseline, ranking_baselines
 from attnlab.data import splits as protocols
-from attnlab.data.batching import make_batch, next_basket_targets, window_ends, window_lengths
+from attnlab.data.batching import (
+    basket_members, basket_pairs, make_batch, next_basket_sets, next_basket_targets, window_ends, window_lengths,
+)
 from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples, Split
 from attnlab.eval import evaluate as evaluation
@@ -35,10 +37,15 @@ class NextItemTask:
     customer's training baskets that have a next-basket target; a window is the last
     ``max_len`` events before its end. So the last slot of every window, the slot the
     test query sits in, is trained, and every basket of the training prefix can end a
-    window (not only the most recent one). Every position's target is an item of the
-    next purchase basket (:func:`attnlab.data.batching.next_basket_targets`); all
-    positions with a target are trained (``loss_positions: 0``), or a seeded sample of
-    ``loss_positions`` per window.
+    window (not only the most recent one). ``targets: spread``: every position's target
+    is an item of the next purchase basket
+    (:func:`attnlab.data.batching.next_basket_targets`); all positions with a target are
+    trained (``loss_positions: 0``), or a seeded sample of ``loss_positions`` per window.
+    ``targets: basket``: the last slot of every basket in the window is trained on every
+    item of the next purchase basket (:func:`attnlab.data.batching.next_basket_sets`),
+    the query and target of the next_basket test; up to the batch's width
+    (``loss_positions`` if set) pairs per window, a seeded uniform subset past it,
+    counted in :attr:`dropped_pairs` and in the run's ``training`` record.
 
     Features (``task.encoder``, the model's default encoder): ``causal``, forward
     positions and event-local features, so a position's input never depends on the events after it
@@ -87,9 +94,16 @@ class NextItemTask:
 
     # -- training data ----------------------------------------------------------
     def prepare(self, store: SequenceStore, split: Split) -> None:
-        self._targets = next_basket_targets(store, split.train_end)
-        self._ends, self._end_offsets = window_ends(store, self._targets)
-        hits = self._targets[self._targets > 0]
+        self.dropped_pairs = 0
+        if self.cfg.targets == "basket":
+            self._targets, self._groups = None, next_basket_sets(store, split.train_end)
+            nxt, start, size = self._groups
+            hits = np.asarray(store.item)[basket_members(nxt[nxt > 0], start, size)[1]]
+            self._ends, self._end_offsets = window_ends(store, nxt)
+        else:
+            self._targets, self._groups = next_basket_targets(store, split.train_end), None
+            hits = self._targets[self._targets > 0]
+            self._ends, self._end_offsets = window_ends(store, self._targets)
         self.target_counts = np.bincount(hits, minlength=store.n_items + 1)
         self.sampler = None
         ss = self.cfg.sampled_softmax
@@ -151,8 +165,9 @@ class NextItemTask:
         and, with sampled softmax, the batch's shared negatives ``neg_item int32[N]``
         and ``neg_log_count float32[N]`` (``log(N q)``).
 
-        ``P`` is the batch's length (every position with a target) unless
-        ``loss_positions`` asks for a seeded sample per window. Negatives come from their
+        ``P`` is the batch's length (every position with a target; with ``targets:
+        basket``, that many (basket end, next-basket item) pairs, an index may repeat)
+        unless ``loss_positions`` asks for a seeded sample per window. Negatives come from their
         own ``(seed, epoch)`` generator, so a resumed run draws the same ones and turning
         sampled softmax on leaves the order and positions unchanged. ``memory``:
         history-memory slots per row (``model.history_memory``; 0 = none).
@@ -170,9 +185,14 @@ class NextItemTask:
         lengths = None if plan is None else window_lengths(store, cust, ends, max_len)
         for sel, length, rows in window_batches(len(cust), batch_size=batch_size, max_len=max_len, plan=plan,
                                                 lengths=lengths, rng=rng):
-            batch = make_batch(store, customers=cust[sel], ends=ends[sel], cutoffs=None,
-                               max_len=length, targets=self._targets, memory=memory)
-            if self.cfg.loss_positions:
+            batch = make_batch(store, customers=cust[sel], ends=ends[sel], cutoffs=None, max_len=length,
+                               targets=self._targets if self._groups is None else self._groups[0], memory=memory)
+            if self._groups is not None:
+                _, start, size = self._groups
+                index, item, dropped = basket_pairs(batch.targets, start, size, store.item,
+                                                    self.cfg.loss_positions or length, rng)
+                self.dropped_pairs += dropped
+            elif self.cfg.loss_positions:
                 index, item = sample_target_positions(batch.targets, self.cfg.loss_positions, rng)
             else:
                 index = np.broadcast_to(np.arange(length, dtype=np.int32), batch.targets.shape).copy()
