@@ -58,6 +58,10 @@ VARIANTS: dict[str, list[str]] = {
     "history_memory=64": ["model.history_memory=64"],
     "history_memory=64, max_len 200": ["model.history_memory=64", "model.max_len=200"],
     "v0.1 recipe (all of the above)": [o for v in V01.values() for o in v],
+    # whole-basket targets (next_basket's default): each basket's last slot trained on every item of the next
+    "targets=basket": ["task.targets=basket"],
+    "targets=basket, item_head=softmax (SASRec)": ["task.targets=basket", "model.item_head=softmax",
+                                                   "model.history_memory=0"],
     # width, for the recipe's head and for the plain softmax head (SASRec as published)
     "width: d_model=32": ["model.d_model=32"],
     "width: d_model=128": ["model.d_model=128"],
