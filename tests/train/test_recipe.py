@@ -238,6 +238,7 @@ def test_catalogue_bias_learns_and_keeps_log_popularity(tmp_path, store):
     assert signal["bias_popularity_spearman"] == pytest.approx(rho, abs=1e-6)
     assert signal["steps"] == result.provenance["steps_trained"] > 0
     assert signal["targets"] > 0 and signal["targets_per_step"] > 16   # more than one target per row
+    assert signal["dropped_target_pairs"] == 0    # spread targets: one per position, none dropped
 
 
 # ------------------------------------------------------------------------------ churn
