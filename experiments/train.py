@@ -117,8 +117,9 @@ def shown_as_one_message():
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     from attnlab.report.console import metrics_table, summary_line
-    from attnlab.train.loop import train_and_evaluate
+    from attnlab.train.loop import BASELINE_MEMO, train_and_evaluate
 
+    BASELINE_MEMO.enable()   # a sweep's jobs run in this process: equal baselines are fitted once
     apply_sweep_defaults(cfg)
     table = (cfg.get("logger") or {}).get("table", "core")
     with shown_as_one_message():

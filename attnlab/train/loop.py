@@ -35,10 +35,13 @@ uninterrupted run exactly.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import itertools
+import json
 import logging
 import resource
 import time
@@ -145,7 +148,8 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
         tracker = make_tracker(c.get("logger") if distributed.is_main() else None,
                                config={**c, "provenance": provenance}, directory=str(out_dir))
         cleanup.callback(tracker.finish)
-        evaluated = evaluate_baselines(task, store, split, progress=progress)  # before the model: their peak_mb
+        evaluated, reused = evaluate_baselines(task, store, split, progress=progress)  # before the model: their peak_mb
+        provenance["baselines_reused"] = reused
         model = build_model(model_cfg, n_items=store.n_items, seed=seed)
         layout = batch_layout(tr, mesh, max_len=model.max_len)
         steps_per_epoch = training_passes(task, store, split, tr, max_len=model.max_len, seed=seed,
@@ -262,15 +266,94 @@ def describe_run(c: dict[str, Any], task, store: SequenceStore, split: Split, ou
     }
 
 
-def evaluate_baselines(task, store: SequenceStore, split: Split, *, progress: bool) -> dict[str, Evaluated]:
-    """The task's baselines fitted on the split's training data and scored on its test rows."""
+class BaselineMemo:
+    """Baseline evaluations reused by the later runs of one process (a sweep's jobs).
+
+    A baseline depends on the data, the split and the task config, never on the model,
+    the trainer or the seed beyond the split, so the jobs of a sweep that share a split
+    (every job of a next_basket or temporal churn sweep; a next_item sweep's jobs of one
+    seed) would fit and score identical baselines again: ~1 min a next-basket run, ~2
+    min a next-item run on The Complete Journey. The key is content, not names: a
+    SHA-256 of every array and the metadata of the store (not how it was loaded: cache
+    hit, seconds), every array of the split and the typed task config (which lists the
+    baselines), so a hit is the same computation
+    on the same inputs in the same code. A reused evaluation keeps its first run's fit
+    and wall seconds and peak memory, and the run files ``provenance.baselines_reused``.
+
+    Off until :meth:`enable` (``experiments/train.py`` turns it on); library callers and
+    tests fit their baselines every time. Holds the last ``size`` keys.
+    """
+
+    def __init__(self, size: int = 4):
+        self.enabled = False
+        self.size = size
+        self._memo: collections.OrderedDict[str, dict[str, Evaluated]] = collections.OrderedDict()
+
+    def enable(self, on: bool = True) -> None:
+        self.enabled = bool(on)
+        if not on:
+            self._memo.clear()
+
+    @staticmethod
+    def key(task, store: SequenceStore, split: Split) -> str:
+        h = hashlib.sha256()
+
+        def add(name: str, value) -> None:
+            h.update(name.encode())
+            if isinstance(value, np.ndarray) and value.dtype == object:
+                h.update(json.dumps(value.tolist(), default=str).encode())
+            elif isinstance(value, np.ndarray):
+                a = np.ascontiguousarray(value)
+                h.update(f"{a.dtype}{a.shape}".encode())
+                h.update(memoryview(a).cast("B"))
+            elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+                for f in dataclasses.fields(value):
+                    v = getattr(value, f.name)
+                    if name == "store" and f.name == "meta":   # how it was loaded is not what it holds
+                        v = {k: x for k, x in v.items() if k not in ("cache", "build_seconds")}
+                    add(f"{name}.{f.name}", v)
+            else:
+                h.update(json.dumps(value, sort_keys=True, default=str).encode())
+
+        add("task", [type(task).__name__, dataclasses.asdict(task.cfg)])
+        add("store", store)
+        add("split", split)
+        return h.hexdigest()
+
+    def get(self, key: str) -> dict[str, Evaluated] | None:
+        if not self.enabled or key not in self._memo:
+            return None
+        self._memo.move_to_end(key)
+        return {n: Evaluated(dict(e.metrics), dict(e.per_example)) for n, e in self._memo[key].items()}
+
+    def put(self, key: str, evaluated: dict[str, Evaluated]) -> None:
+        if not self.enabled:
+            return
+        self._memo[key] = {n: Evaluated(dict(e.metrics), dict(e.per_example)) for n, e in evaluated.items()}
+        while len(self._memo) > self.size:
+            self._memo.popitem(last=False)
+
+
+#: the process's baseline memo (:class:`BaselineMemo`; off unless enabled)
+BASELINE_MEMO = BaselineMemo()
+
+
+def evaluate_baselines(task, store: SequenceStore, split: Split, *, progress: bool,
+                       memo: BaselineMemo | None = None) -> tuple[dict[str, Evaluated], bool]:
+    """The task's baselines fitted on the split's training data and scored on its test
+    rows, and whether they were reused from ``memo`` (:data:`BASELINE_MEMO` by default)."""
+    memo = BASELINE_MEMO if memo is None else memo
+    key = memo.key(task, store, split) if memo.enabled else ""
+    if (hit := memo.get(key)) is not None:
+        return hit, True
     out = {}
     for name, fitted in task.baselines(store, split).items():
         t0 = time.perf_counter()
         ev = task.evaluate(fitted.predict, store, split.test, progress=progress)
         out[name] = Evaluated({**ev.metrics, "fit_s": fitted.fit_s, "wall_s": time.perf_counter() - t0,
                                "peak_rss_mb": _peak_rss_mb()}, ev.per_example)
-    return out
+    memo.put(key, out)
+    return out, False
 
 
 def fit(model, task, store: SequenceStore, split: Split, tr: TrainerConfig, *, mesh: meshes.Mesh,
