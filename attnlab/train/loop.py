@@ -149,7 +149,7 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
                                config={**c, "provenance": provenance}, directory=str(out_dir))
         cleanup.callback(tracker.finish)
         evaluated, reused = evaluate_baselines(task, store, split, progress=progress)  # before the model: their peak_mb
-        provenance["baselines_reused"] = reused
+        provenance["baselines_reused"] = reused   # filed with the result (the tracker's config predates it)
         model = build_model(model_cfg, n_items=store.n_items, seed=seed)
         layout = batch_layout(tr, mesh, max_len=model.max_len)
         steps_per_epoch = training_passes(task, store, split, tr, max_len=model.max_len, seed=seed,
@@ -312,6 +312,14 @@ class BaselineMemo:
                     if name == "store" and f.name == "meta":   # how it was loaded is not what it holds
                         v = {k: x for k, x in v.items() if k not in ("cache", "build_seconds")}
                     add(f"{name}.{f.name}", v)
+            elif isinstance(value, dict):   # side-information columns: each array byte by byte
+                h.update(b"{")
+                for k in sorted(value, key=str):
+                    add(f"{name}[{k!s}]", value[k])
+                h.update(b"}")
+            elif isinstance(value, (list, tuple)) and any(isinstance(v, (np.ndarray, dict)) for v in value):
+                for i, v in enumerate(value):
+                    add(f"{name}[{i}]", v)
             else:
                 h.update(json.dumps(value, sort_keys=True, default=str).encode())
 

@@ -85,6 +85,13 @@ def test_off_by_default_and_keyed_by_every_array(tmp_path, fits):
     assert BaselineMemo.key(task, store, dataclasses.replace(split, train_end=train_end)) != key
     test = dataclasses.replace(split.test, end=np.asarray(split.test.end) - 1)
     assert BaselineMemo.key(task, store, dataclasses.replace(split, test=test)) != key
+    # side columns (dicts of arrays) are hashed byte by byte, not as numpy's shortened str()
+    side = np.zeros(5000, np.int32)
+    with_side = dataclasses.replace(store, customer_side={"segment": side})
+    side2 = side.copy()
+    side2[2500] = 1                                         # deep inside: str() would print "..."
+    assert (BaselineMemo.key(task, with_side, split)
+            != BaselineMemo.key(task, dataclasses.replace(store, customer_side={"segment": side2}), split))
 
 
 def test_the_memo_is_bounded_and_hands_out_copies():

@@ -125,6 +125,21 @@ def test_basket_targets_train_each_window_end_on_its_whole_next_basket(store):
     assert np.array_equal(task.target_counts, counts)
 
 
+def test_basket_targets_at_the_default_width_keep_or_count_every_pair(store):
+    """At the default width (the batch's length) a short window holds more pairs than slots:
+    over a pass, kept + dropped pairs equal every (basket end, next-basket item) pair."""
+    split = next_item_split(store, seed=0)
+    task = _task(targets="basket")
+    task.prepare(store, split)
+    nxt, start, size = task._groups
+    cust, ends = task.train_windows(store, split, max_len=4, epoch=0, seed=0)
+    ref = make_batch(store, customers=cust, ends=ends, cutoffs=None, max_len=4, targets=nxt)
+    every = int(size[ref.targets[ref.targets > 0] - 1].sum())
+    kept = sum(int((t["item"] > 0).sum())
+               for _, t in task.train_batches(store, split, max_len=4, batch_size=8, epoch=0, seed=0))
+    assert task.dropped_pairs > 0 and kept + task.dropped_pairs == every
+
+
 # ---------------------------------------------------------------------------- features
 
 

@@ -45,7 +45,8 @@ class NextItemTask:
     item of the next purchase basket (:func:`attnlab.data.batching.next_basket_sets`),
     the query and target of the next_basket test; up to the batch's width
     (``loss_positions`` if set) pairs per window, a seeded uniform subset past it,
-    counted in :attr:`dropped_pairs` and in the run's ``training`` record.
+    counted in :attr:`dropped_pairs` (since :meth:`prepare`: a resumed run counts the
+    passes after its resume) and in the run's ``training_signal``.
 
     Features (``task.encoder``, the model's default encoder): ``causal``, forward
     positions and event-local features, so a position's input never depends on the events after it
