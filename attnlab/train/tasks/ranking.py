@@ -95,16 +95,16 @@ class NextItemTask:
 
     # -- training data ----------------------------------------------------------
     def prepare(self, store: SequenceStore, split: Split) -> None:
+        # per-event targets gathered into each window: an item (spread) or next-basket ids (basket)
         self.dropped_pairs = 0
         if self.cfg.targets == "basket":
-            self._targets, self._groups = None, next_basket_sets(store, split.train_end)
-            nxt, start, size = self._groups
-            hits = np.asarray(store.item)[basket_members(nxt[nxt > 0], start, size)[1]]
-            self._ends, self._end_offsets = window_ends(store, nxt)
+            self._groups = next_basket_sets(store, split.train_end)
+            self._targets, start, size = self._groups
+            hits = np.asarray(store.item)[basket_members(self._targets[self._targets > 0], start, size)[1]]
         else:
             self._targets, self._groups = next_basket_targets(store, split.train_end), None
             hits = self._targets[self._targets > 0]
-            self._ends, self._end_offsets = window_ends(store, self._targets)
+        self._ends, self._end_offsets = window_ends(store, self._targets)
         self.target_counts = np.bincount(hits, minlength=store.n_items + 1)
         self.sampler = None
         ss = self.cfg.sampled_softmax
@@ -187,7 +187,7 @@ class NextItemTask:
         for sel, length, rows in window_batches(len(cust), batch_size=batch_size, max_len=max_len, plan=plan,
                                                 lengths=lengths, rng=rng):
             batch = make_batch(store, customers=cust[sel], ends=ends[sel], cutoffs=None, max_len=length,
-                               targets=self._targets if self._groups is None else self._groups[0], memory=memory)
+                               targets=self._targets, memory=memory)
             if self._groups is not None:
                 _, start, size = self._groups
                 index, item, dropped = basket_pairs(batch.targets, start, size, store.item,
