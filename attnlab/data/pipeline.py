@@ -11,8 +11,13 @@ cache hit. Cached arrays are opened with ``np.load(mmap_mode="r")``: nothing is 
 until used, so stores larger than RAM work.
 
 The fingerprint hashes: the source name and version, every option (defaults filled
-in), the name/size/mtime of every raw file the source reads, the preprocessing
-version (:data:`attnlab.data.schema.PREPROCESSING_VERSION`) and the build seed.
+in), the name, size and SHA-256 of the contents of every raw file the source reads, the
+preprocessing version (:data:`attnlab.data.schema.PREPROCESSING_VERSION`) and the build
+seed. Contents, not modification times: the same package installed on another machine (or
+reinstalled) gives the same fingerprint, and an edited file a new one. Once a store is
+built or found, the digests are recorded in ``<cache_dir>/file_digests.json`` under each
+file's path, size and mtime, so a large raw file is read once, not on every run (a file
+whose size or mtime changed is re-hashed).
 
 Subsampling (any source): the options ``max_customers`` (keep at most this many customers,
 drawn without replacement) and ``subsample_seed`` (default 0) are not passed to the source;
@@ -53,6 +58,7 @@ from typing import Any, Mapping
 import numpy as np
 from tqdm.auto import tqdm
 
+from attnlab.atomic import atomic_write_text
 from attnlab.data.events import DataError, EventData, RepairReport
 from attnlab.data.schema import PREPROCESSING_VERSION
 from attnlab.data.sequences import (
@@ -130,17 +136,71 @@ def subsample_customers(data: EventData, max_customers: int, *, seed: int = 0) -
     return dataclasses.replace(data, events=events, customer_features=cf, meta=meta)
 
 
-def fingerprint(name: str, options: Mapping[str, Any] | None = None, *, seed: int = 0) -> str:
-    """Cache key ``"<name>-<16 hex>"`` of a source, its options, raw files and seed (and the
-    customer subsample, when ``max_customers`` is set)."""
+DIGESTS_FILE = "file_digests.json"
+_DIGESTS: dict[tuple[str, int, int], str] = {}   # (path, size, mtime_ns) -> sha256, this process
+
+
+def _read_digests(cache_dir: str | Path) -> dict[str, Any]:
+    """``<cache_dir>/file_digests.json`` as a dict; missing, damaged or foreign: ``{}``."""
+    path = Path(cache_dir) / DIGESTS_FILE
+    try:
+        book = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return book if isinstance(book, dict) else {}
+
+
+def file_digest(path: str | Path, *, cache_dir: str | Path | None = None) -> str:
+    """SHA-256 of the contents of ``path`` (hex), remembered per (path, size, mtime_ns) in
+    this process, and looked up (not written: :func:`load_sequences` records digests once
+    its store is built or found) in ``<cache_dir>/file_digests.json``."""
+    f = Path(path).resolve()
+    st = f.stat()
+    key = (str(f), int(st.st_size), int(st.st_mtime_ns))
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    hit = _read_digests(cache_dir).get(key[0]) if cache_dir is not None else None
+    if isinstance(hit, dict) and hit.get("size") == key[1] and hit.get("mtime_ns") == key[2] \
+            and isinstance(hit.get("sha256"), str):
+        _DIGESTS[key] = hit["sha256"]
+        return hit["sha256"]
+    h = hashlib.sha256()
+    with open(f, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 24), b""):
+            h.update(chunk)
+    _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def _remember_digests(cache_dir: str | Path) -> None:
+    """Adds this process's file digests to ``<cache_dir>/file_digests.json`` (atomically;
+    a read-only cache is not an error: the next process re-hashes)."""
+    book = _read_digests(cache_dir)
+    fresh = {p: {"size": n, "mtime_ns": t, "sha256": d} for (p, n, t), d in _DIGESTS.items()
+             if book.get(p) != {"size": n, "mtime_ns": t, "sha256": d}}
+    if not fresh:
+        return
+    try:
+        atomic_write_text(Path(cache_dir) / DIGESTS_FILE, json.dumps({**book, **fresh}, indent=1, sort_keys=True))
+    except OSError as e:
+        log.debug("could not record raw-file digests in %s: %s", cache_dir, e)
+
+
+def fingerprint(name: str, options: Mapping[str, Any] | None = None, *, seed: int = 0,
+                cache_dir: str | Path | None = None) -> str:
+    """Cache key ``"<name>-<16 hex>"`` of a source, its options, the contents of its raw
+    files (name, size, SHA-256: :func:`file_digest`; ``cache_dir`` remembers digests) and
+    seed (and the customer subsample, when ``max_customers`` is set)."""
     src = get_source(name)
     options, sub = split_subsample(options)
     opts = src.resolve_options(_plain(options or {}))
     files = []
     for f in src.files(**opts):
         f = Path(f)
-        st = f.stat() if f.exists() else None
-        files.append([f.name, st.st_size if st else -1, st.st_mtime_ns if st else -1])
+        if f.is_file():
+            files.append([f.name, f.stat().st_size, file_digest(f, cache_dir=cache_dir)])
+        else:   # missing (the build then raises, naming it) or a directory
+            files.append([f.name, -1, None])
     payload = {"source": name, "source_version": src.version, "options": opts,
                "files": files, "preprocessing": PREPROCESSING_VERSION, "seed": int(seed)}
     if sub is not None:
@@ -354,7 +414,7 @@ def load_sequences(
     opts = get_source(name).resolve_options(source_opts)
     if sub is not None:
         opts = {**opts, "max_customers": sub["max_customers"], "subsample_seed": sub["seed"]}
-    fp = fingerprint(name, opts, seed=seed)
+    fp = fingerprint(name, opts, seed=seed, cache_dir=cache_dir)
     if cache_dir is None and get_source(name).build_store_to is not None:
         # a streaming source writes files: into a temporary directory, opened memory-
         # mapped and unlinked at once (POSIX keeps the mapped files until the store goes)
@@ -384,6 +444,7 @@ def load_sequences(
              f"{store.n_events:,} events); repairs at build time:", progress)
         for item in store.meta.get("repairs", []):
             _say(f"  - {item['message']}", progress)
+        _remember_digests(root)
         return _with_cache_info(store, hit=True, path=final, t0=t0)
 
     streaming = get_source(name).build_store_to is not None
@@ -405,6 +466,7 @@ def load_sequences(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     store = load_store(final, mmap=True)
+    _remember_digests(root)
     return _with_cache_info(store, hit=False, path=final, t0=t0)
 
 

@@ -1,5 +1,6 @@
 """SequenceStore construction, invariants, cache (fingerprint, atomic write, mmap)."""
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -132,8 +133,47 @@ def test_fingerprint_changes_with_options_seed_and_files(tmp_path):
     a = fingerprint("tabular", opts)
     st = p.stat()
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert fingerprint("tabular", opts) == a      # touched, same contents: same data
+    q = tmp_path / "copy" / "ev.csv"              # the same file installed elsewhere
+    q.parent.mkdir()
+    q.write_bytes(p.read_bytes())
+    assert _payload_files("tabular", opts) == _payload_files("tabular", {**opts, "path": str(q)})  # same raw-file key
+    p.write_text(p.read_text().replace(",11,", ",12,"))  # same size, other contents
+    assert p.stat().st_size == q.stat().st_size
     assert fingerprint("tabular", opts) != a
 
+
+def _payload_files(name, opts):
+    """The raw-file part of a fingerprint: (file name, size, content digest) per file."""
+    src = pipeline.get_source(name)
+    return [[f.name, f.stat().st_size, pipeline.file_digest(f)] for f in src.files(**src.resolve_options(opts))]
+
+
+def test_file_digests_are_remembered_in_the_cache_and_survive_a_damaged_book(tmp_path, monkeypatch):
+    p = tmp_path / "ev.csv"
+    p.write_text((FIX / "wrong_type.csv").read_text().replace("two", "2"))
+    opts = {"path": str(p), "columns": {"customer_id": "user", "item_id": "item",
+                                        "timestamp": "ts", "quantity": "qty"}}
+    cache = tmp_path / "cache"
+    want = hashlib.sha256(p.read_bytes()).hexdigest()
+    store = load_sequences("tabular", opts, cache_dir=cache, progress=False)
+    book = json.loads((cache / pipeline.DIGESTS_FILE).read_text())
+    assert book[str(p.resolve())]["sha256"] == want
+    pipeline._DIGESTS.clear()
+    def no_reads(*a, **k):
+        raise AssertionError("re-read a raw file whose digest the cache holds")
+    monkeypatch.setattr(pipeline, "open", no_reads, raising=False)  # a fresh process: the book answers
+    assert pipeline.file_digest(p, cache_dir=cache) == want
+    monkeypatch.undo()
+    assert load_sequences("tabular", opts, cache_dir=cache, progress=False).fingerprint == store.fingerprint
+    pipeline._DIGESTS.clear()
+    p.write_text(p.read_text().replace(",11,", ",12,"))        # edited: re-hashed, a new key
+    assert pipeline.file_digest(p, cache_dir=cache) == hashlib.sha256(p.read_bytes()).hexdigest() != want
+    pipeline._DIGESTS.clear()
+    (cache / pipeline.DIGESTS_FILE).write_text("{not json")    # damaged book: ignored, then rewritten
+    assert pipeline.file_digest(p, cache_dir=cache) == hashlib.sha256(p.read_bytes()).hexdigest()
+    load_sequences("tabular", opts, cache_dir=cache, progress=False)
+    assert str(p.resolve()) in json.loads((cache / pipeline.DIGESTS_FILE).read_text())
 
 def test_crashed_write_is_not_a_cache_hit(tmp_path, monkeypatch):
     opts = {"n_customers": 50, "seed": 2}

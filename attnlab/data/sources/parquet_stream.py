@@ -13,8 +13,8 @@ The cache entry is written by :func:`attnlab.data.out_of_core.build_store_to` (p
 batch scans, an external sort by customer range, arrays appended to the ``.npy`` files):
 ``Source.build_store_to`` is set, so :func:`attnlab.data.pipeline.load_sequences` lets
 the source write the entry itself (into a temporary directory, renamed when complete).
-``files()`` lists the Parquet files, so their names, sizes and mtimes enter the
-fingerprint.
+``files()`` lists the Parquet files, so their names, sizes and content digests enter
+the fingerprint (hashed once, then remembered by path, size and mtime in the cache).
 
 Options (``configs/data/parquet_stream.yaml``): ``path``, ``columns`` (keys as in
 ``tabular``: ``customer_id``, ``item_id``, ``timestamp`` required; ``basket_id``,
