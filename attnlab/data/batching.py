@@ -101,7 +101,7 @@ def make_batch(
     max_len: int,
     targets: np.ndarray | None = None,
     memory: int = 0,
-    summary: bool = False,
+    summary: bool | str = False,
 ) -> Batch:
     """Gather a padded batch.
 
@@ -119,7 +119,8 @@ def make_batch(
       memory: ``K > 0`` adds the history memory of the events before the window
         (:func:`history_memory`), with times on the same reference as ``time``.
       summary: add the whole visible history's RFM summary (:func:`history_summary`),
-        measured from the same reference as ``time``.
+        measured from the same reference as ``time``: a form name (``"rates"``,
+        ``"counts"``), True for the default form, False for none.
     """
     customers = np.asarray(customers, dtype=np.int64)
     ends = np.asarray(ends, dtype=np.int64)
@@ -154,7 +155,8 @@ def make_batch(
         mem = dict(mem_item=mi, mem_count=mc,
                    mem_time=np.where(mi > 0, (mt - ref[:, None]) / SECONDS_PER_DAY, 0.0).astype(np.float32))
     if summary:
-        mem["summary"] = history_summary(store, starts, ends, cut[:, 0], firsts=ends - lengths)
+        mem["summary"] = history_summary(store, starts, ends, cut[:, 0], firsts=ends - lengths,
+                                         form="rates" if summary is True else str(summary))
     return Batch(
         item=take(store.item, np.int32),
         event_type=take(store.event_type, np.int32),
@@ -172,34 +174,59 @@ def make_batch(
     )
 
 
-#: what :func:`history_summary` measures, in column order
-SUMMARY_FEATURES = ("events", "events_before_window", "frequency", "tenure_days", "recency_days", "monetary")
+#: what :func:`history_summary` measures, in column order, per ``form``. ``counts`` (the
+#: first version) grows with the cut-off: at the test cut-off a customer's events, baskets
+#: and tenure exceed every training cut-off's, so the head extrapolates; ``rates`` keeps
+#: the same information as quantities whose range does not move with the cut-off.
+SUMMARY_FORMS: dict[str, tuple[str, ...]] = {
+    "rates": ("events_per_30d", "overdue", "baskets_per_30d", "days_per_basket", "recency_days", "monetary"),
+    "counts": ("events", "events_before_window", "frequency", "tenure_days", "recency_days", "monetary"),
+}
+#: the default form's columns (every form has as many: the head's input width)
+SUMMARY_FEATURES = SUMMARY_FORMS["rates"]
+assert len({len(v) for v in SUMMARY_FORMS.values()}) == 1
 
 
 def history_summary(store: SequenceStore, starts: np.ndarray, ends: np.ndarray, ref: np.ndarray,
-                    firsts: np.ndarray | None = None) -> np.ndarray:
+                    firsts: np.ndarray | None = None, *, form: str = "rates") -> np.ndarray:
     """RFM summary of each row's whole visible history ``[starts, ends)``, seen from ``ref``.
 
     The churn baselines (RFM, BG/NBD, ``hgb``) read a customer's frequency, tenure and
     recency over the whole history; the model's window holds its last ``max_len``
     events only (on The Complete Journey most histories are longer than 200 events).
     These features hand the churn head what those baselines read, so the model never
-    sees less than they do. Columns (:data:`SUMMARY_FEATURES`, each ``log1p`` of):
-    events, events older than the window (those before ``firsts``, each row's first
-    window event; 0 when None), then the baselines' own RFM features
-    (:func:`attnlab.data.rfm.rfm_from_ranges`: purchase baskets, tenure, recency,
-    mean basket value; negative values count as 0). Only events before ``ends`` are read.
+    sees less than they do. Built on the baselines' own RFM features
+    (:func:`attnlab.data.rfm.rfm_from_ranges`: purchase baskets, tenure, recency, mean
+    basket value); each column is ``log1p`` of (negative values count as 0):
+
+    * ``form="rates"`` (default, :data:`SUMMARY_FORMS`): events and purchase baskets per
+      30 days of tenure, recency over the mean days per basket ("how overdue"), days per
+      basket, recency in days, mean basket value. None of them grows with the cut-off.
+    * ``form="counts"``: events, events older than the window (those before ``firsts``,
+      each row's first window event; 0 when None), purchase baskets, tenure, recency,
+      mean basket value.
+
+    Only events before ``ends`` are read.
 
     Returns:
       ``float32[m, len(SUMMARY_FEATURES)]``.
     """
     from attnlab.data.rfm import rfm_from_ranges   # the baselines' definitions (imports the splits)
 
+    if form not in SUMMARY_FORMS:
+        raise ValueError(f"history_summary: form must be one of {sorted(SUMMARY_FORMS)}, got {form!r}")
     starts = np.asarray(starts, np.int64)
     ends = np.asarray(ends, np.int64)
     rfm = rfm_from_ranges(store, starts, ends, np.asarray(ref, np.int64))
-    before = np.zeros(len(starts), np.int64) if firsts is None else (np.asarray(firsts, np.int64) - starts).clip(min=0)
-    cols = (ends - starts, before, rfm["frequency"], rfm["tenure_days"], rfm["recency_days"], rfm["monetary"])
+    events = (ends - starts).astype(np.float64)
+    freq, tenure, recency = (rfm[k].to_numpy(np.float64) for k in ("frequency", "tenure_days", "recency_days"))
+    if form == "counts":
+        before = np.zeros(len(starts), np.int64) if firsts is None else (np.asarray(firsts, np.int64) - starts).clip(min=0)
+        cols = (events, before, freq, tenure, recency, rfm["monetary"])
+    else:
+        days = np.maximum(tenure, 1.0)              # at least a day: a first purchase on the cut-off day
+        per_basket = days / np.maximum(freq, 1.0)
+        cols = (30.0 * events / days, recency / per_basket, 30.0 * freq / days, per_basket, recency, rfm["monetary"])
     return np.log1p(np.stack([np.asarray(c, np.float64) for c in cols], axis=1).clip(min=0)).astype(np.float32)
 
 

@@ -113,7 +113,8 @@ class ChurnConfig(TypedConfig):
     """``task=churn``: label = no purchase in ``[cutoff, cutoff + horizon)``."""
 
     GROUP: ClassVar[str] = "task"
-    CHOICES: ClassVar[dict] = {"mode": tuple(m.value for m in protocols.ChurnMode), "encoder": ENCODERS}
+    CHOICES: ClassVar[dict] = {"mode": tuple(m.value for m in protocols.ChurnMode), "encoder": ENCODERS,
+                               "summary_form": ("rates", "counts")}
 
     name: str = "churn"
     monitor: str | None = None
@@ -124,6 +125,7 @@ class ChurnConfig(TypedConfig):
     train_stride: str | int | None = "1W"   # rolling training cut-offs every stride; null = one
     windows_per_customer: int = 4     # labelled cut-offs per customer per pass (0 = all)
     history_summary: bool = True      # the model's default: the churn head also reads the whole history's RFM summary
+    summary_form: str = "rates"       # rates: per-30-day rates, overdue ratio (stationary over cut-offs) | counts: the first version
     refit: bool = False               # temporal: train on the labels up to the test cut-off for trainer.max_epochs passes
     baselines: tuple[str, ...] = ("recency_frequency", "rfm", "bgnbd")
 

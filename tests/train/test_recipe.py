@@ -365,23 +365,49 @@ def test_history_memory_never_reads_the_window_or_later(store):
 # ------------------------------------------------------------------ history summary
 
 
-def test_history_summary_measures_frequency_tenure_recency_before_the_end():
-    from attnlab.data.batching import SUMMARY_FEATURES, history_summary
+@pytest.mark.parametrize("form", ["counts", "rates"])
+def test_history_summary_measures_frequency_tenure_recency_before_the_end(form):
+    from attnlab.data.batching import SUMMARY_FEATURES, SUMMARY_FORMS, history_summary
     from tests.train.test_batching import C, P, store_from_rows
 
     day = 86400
     s = store_from_rows([(0, 1 * day, 10, 1, P), (0, 1 * day + 60, 10, 2, P), (0, 2 * day, 11, 1, P),
                          (0, 3 * day, -1, 0, C), (0, 5 * day, 12, 3, P), (0, 9 * day, 13, 2, P)])
     got = history_summary(s, np.array([0, 0, 0]), np.array([5, 3, 0]), np.array([6, 4, 6]) * day,
-                          firsts=np.array([2, 3, 0]))
-    want = {"events": [5, 3, 0], "events_before_window": [2, 3, 0],
-            # purchase baskets: 10, 11, 12 (the campaign on day 3 is not a purchase)
-            "frequency": [3, 2, 0], "tenure_days": [5, 3, 0], "recency_days": [1, 2, 0],
-            # value 1 per purchase event: 4 events over 3 baskets, 3 over 2
-            "monetary": [4 / 3, 3 / 2, 0]}
-    assert got.shape == (3, len(SUMMARY_FEATURES))
-    for j, name in enumerate(SUMMARY_FEATURES):
+                          firsts=np.array([2, 3, 0]), form=form)
+    # purchase baskets: 10, 11, 12 (the campaign on day 3 is not a purchase); value 1 per
+    # purchase event: 4 events over 3 baskets, 3 over 2
+    counts = {"events": [5, 3, 0], "events_before_window": [2, 3, 0], "frequency": [3, 2, 0],
+              "tenure_days": [5, 3, 0], "recency_days": [1, 2, 0], "monetary": [4 / 3, 3 / 2, 0]}
+    # rates: tenure floored at 1 day; days per basket = tenure / baskets (5/3, 3/2, 1)
+    rates = {"events_per_30d": [30, 30, 0], "overdue": [1 / (5 / 3), 2 / 1.5, 0], "baskets_per_30d": [18, 20, 0],
+             "days_per_basket": [5 / 3, 1.5, 1], "recency_days": [1, 2, 0], "monetary": [4 / 3, 3 / 2, 0]}
+    want = counts if form == "counts" else rates
+    assert got.shape == (3, len(SUMMARY_FEATURES)) and tuple(want) == SUMMARY_FORMS[form]
+    for j, name in enumerate(SUMMARY_FORMS[form]):
         np.testing.assert_allclose(got[:, j], np.log1p(want[name]), rtol=1e-6, err_msg=name)
+    with pytest.raises(ValueError, match="form must be one of"):
+        history_summary(s, np.array([0]), np.array([5]), np.array([6 * day]), form="count")
+
+
+def test_rates_summary_does_not_grow_with_the_cutoff():
+    """A customer who buys one basket a week looks the same at every cut-off in the rates
+    form (the test cut-off is no further out of the training range than any other);
+    in the counts form events, baskets and tenure keep growing."""
+    from attnlab.data.batching import SUMMARY_FORMS, history_summary
+    from tests.train.test_batching import P, store_from_rows
+
+    day = 86400
+    s = store_from_rows([(0, 7 * k * day, 10 + k % 3, 1, P) for k in range(40)])
+    ends = np.array([10, 20, 40])                   # cut-offs one day after the 10th, 20th, 40th basket
+    ref = (7 * (ends - 1) + 1) * day
+    rates = history_summary(s, np.zeros(3, np.int64), ends, ref, form="rates")
+    counts = history_summary(s, np.zeros(3, np.int64), ends, ref, form="counts")
+    moving = [SUMMARY_FORMS["rates"].index(k) for k in ("events_per_30d", "baskets_per_30d", "days_per_basket")]
+    assert np.ptp(rates[:, moving], axis=0).max() < 0.12     # ~ n/(n-1): 10 baskets over 64 days vs 40 over 274
+    np.testing.assert_allclose(rates[:, SUMMARY_FORMS["rates"].index("overdue")], rates[0, 1], rtol=0.2)
+    grown = [SUMMARY_FORMS["counts"].index(k) for k in ("events", "frequency", "tenure_days")]
+    assert (np.diff(counts[:, grown], axis=0) > 0.6).all()  # log1p(20) - log1p(10) = 0.647
 
 
 def test_history_summary_counts_purchases_without_item_ids():
@@ -393,19 +419,20 @@ def test_history_summary_counts_purchases_without_item_ids():
 
     day = 86400
     s = store_from_rows([(0, 1 * day, 1, 0, P), (0, 3 * day, 2, 0, P), (0, 3 * day + 5, 2, 0, P)])
-    got = history_summary(s, np.array([0]), np.array([3]), np.array([4 * day]))
+    got = history_summary(s, np.array([0]), np.array([3]), np.array([4 * day]), form="counts")
     np.testing.assert_allclose(got[0, 2:], np.log1p([2, 3, 1 - 5 / day, 1.5]), rtol=1e-6)   # baskets, tenure, recency, value
     rfm = rfm_from_ranges(s, np.array([0]), np.array([3]), np.array([4 * day]))
     np.testing.assert_allclose(got[0, 2:], np.log1p(rfm[["frequency", "tenure_days", "recency_days",
                                                          "monetary"]].to_numpy()[0]), rtol=1e-6)
 
 
-def test_history_summary_never_reads_events_at_or_after_the_end(store):
+@pytest.mark.parametrize("form", ["rates", "counts"])
+def test_history_summary_never_reads_events_at_or_after_the_end(store, form):
     """Rewriting everything from each example's end on (items, times, types, values)
     leaves its summary unchanged: no label-window leakage."""
     split = churn_split(store, horizon="2W", mode="temporal", train_stride="1W")
     ex = split.test.take(np.arange(min(40, len(split.test))))
-    a = make_batch(store, customers=ex.customer, ends=ex.end, cutoffs=ex.cutoff, max_len=8, summary=True)
+    a = make_batch(store, customers=ex.customer, ends=ex.end, cutoffs=ex.cutoff, max_len=8, summary=form)
     future = np.zeros(store.n_events, bool)
     for c, e in zip(ex.customer, ex.end):
         future[e:np.asarray(store.offsets)[c + 1]] = True
@@ -413,13 +440,13 @@ def test_history_summary_never_reads_events_at_or_after_the_end(store):
     changed = dataclasses.replace(
         store, item=np.where(future, 1, np.asarray(store.item)).astype(np.asarray(store.item).dtype),
         value=np.where(future, 1e6, np.asarray(store.value)).astype(np.float32))
-    b = make_batch(changed, customers=ex.customer, ends=ex.end, cutoffs=ex.cutoff, max_len=8, summary=True)
+    b = make_batch(changed, customers=ex.customer, ends=ex.end, cutoffs=ex.cutoff, max_len=8, summary=form)
     np.testing.assert_array_equal(a.summary, b.summary)
-    # a window of 8 events on longer histories: the summary still counts the older ones
-    n = ex.end - np.asarray(store.offsets)[ex.customer]
-    assert (n > 8).any()
-    np.testing.assert_allclose(a.summary[:, 0], np.log1p(n), rtol=1e-6)
-    np.testing.assert_allclose(a.summary[:, 1], np.log1p(np.maximum(n - 8, 0)), rtol=1e-6)
+    if form == "counts":   # a window of 8 events on longer histories: the summary still counts the older ones
+        n = ex.end - np.asarray(store.offsets)[ex.customer]
+        assert (n > 8).any()
+        np.testing.assert_allclose(a.summary[:, 0], np.log1p(n), rtol=1e-6)
+        np.testing.assert_allclose(a.summary[:, 1], np.log1p(np.maximum(n - 8, 0)), rtol=1e-6)
 
 
 def test_churn_head_reads_the_summary_and_refuses_inputs_without_it(store):
@@ -572,3 +599,25 @@ def test_history_memory_without_a_copy_head_is_refused():
     with pytest.raises(ValueError, match="model.history_memory=0"):
         build_model(cfg, n_items=10, seed=0)
     assert build_model({**cfg, "history_memory": 0}, n_items=10, seed=0).history_memory == 0
+
+
+@pytest.mark.parametrize("form", ["rates", "counts"])
+def test_churn_task_builds_the_configured_summary_form(store, form, monkeypatch):
+    """``task.summary_form`` reaches every batch the churn task builds (training and scoring)."""
+    import attnlab.data.batching as batching
+    from attnlab.train.tasks.churn import ChurnTask
+
+    seen = []
+    real = batching.history_summary
+    monkeypatch.setattr(batching, "history_summary", lambda *a, **k: seen.append(k["form"]) or real(*a, **k))
+    task = ChurnTask({"name": "churn", "horizon": "2W", "train_stride": "1W", "summary_form": form})
+    split = task.split(store, seed=0)
+    task.prepare(store, split)
+    inputs, _ = next(iter(task.train_batches(store, split, max_len=8, batch_size=4, epoch=0, seed=0)))
+    assert inputs["summary"].shape[1] == len(batching.SUMMARY_FORMS[form]) and seen == [form]
+    model = build_model({"name": "vanilla", "item_head": "softmax", "history_memory": 0, "d_model": 16,
+                         "n_layers": 1, "n_heads": 2, "max_len": 8, "dropout": 0.0,
+                         "encoder": "cutoff_relative", "history_summary": True}, n_items=store.n_items, seed=0)
+    seen.clear()
+    probs = task.model_scores(model, max_len=8, batch_size=4)(store, split.valid.take(np.arange(6)))
+    assert len(probs) == 6 and seen and set(seen) == {form}   # scoring measures the summary the same way

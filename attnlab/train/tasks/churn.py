@@ -125,7 +125,7 @@ class ChurnTask:
         for sel, length, rows in window_batches(len(ex), batch_size=batch_size, max_len=max_len, plan=plan,
                                                 lengths=lengths, rng=np.random.default_rng([seed, epoch])):
             b = make_batch(store, customers=ex.customer[sel], ends=ex.end[sel], cutoffs=ex.cutoff[sel],
-                           max_len=length, summary=True)
+                           max_len=length, summary=self.cfg.summary_form)
             rows = round_rows(rows, row_multiple)
             labels = np.full(rows, -1.0, np.float32)  # -1 marks padded rows
             labels[: len(sel)] = ex.label[sel]
@@ -151,4 +151,4 @@ class ChurnTask:
             return jax.nn.sigmoid(model.churn_logit(inputs))
 
         return predictor(probs, model, max_len=max_len, batch_size=batch_size, use_cutoff=True, buckets=buckets,
-                         summary=True)
+                         summary=self.cfg.summary_form)
