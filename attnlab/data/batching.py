@@ -156,7 +156,7 @@ def make_batch(
                    mem_time=np.where(mi > 0, (mt - ref[:, None]) / SECONDS_PER_DAY, 0.0).astype(np.float32))
     if summary:
         mem["summary"] = history_summary(store, starts, ends, cut[:, 0], firsts=ends - lengths,
-                                         form="rates" if summary is True else str(summary))
+                                         form=DEFAULT_SUMMARY_FORM if summary is True else str(summary))
     return Batch(
         item=take(store.item, np.int32),
         event_type=take(store.event_type, np.int32),
@@ -182,13 +182,15 @@ SUMMARY_FORMS: dict[str, tuple[str, ...]] = {
     "rates": ("events_per_30d", "overdue", "baskets_per_30d", "days_per_basket", "recency_days", "monetary"),
     "counts": ("events", "events_before_window", "frequency", "tenure_days", "recency_days", "monetary"),
 }
-#: the default form's columns (every form has as many: the head's input width)
-SUMMARY_FEATURES = SUMMARY_FORMS["rates"]
+#: the default form (``task.summary_form``'s default) and its columns (every form has as
+#: many: the head's input width)
+DEFAULT_SUMMARY_FORM = "rates"
+SUMMARY_FEATURES = SUMMARY_FORMS[DEFAULT_SUMMARY_FORM]
 assert len({len(v) for v in SUMMARY_FORMS.values()}) == 1
 
 
 def history_summary(store: SequenceStore, starts: np.ndarray, ends: np.ndarray, ref: np.ndarray,
-                    firsts: np.ndarray | None = None, *, form: str = "rates") -> np.ndarray:
+                    firsts: np.ndarray | None = None, *, form: str = DEFAULT_SUMMARY_FORM) -> np.ndarray:
     """RFM summary of each row's whole visible history ``[starts, ends)``, seen from ``ref``.
 
     The churn baselines (RFM, BG/NBD, ``hgb``) read a customer's frequency, tenure and

@@ -150,16 +150,20 @@ def _read_digests(cache_dir: str | Path) -> dict[str, Any]:
     return book if isinstance(book, dict) else {}
 
 
-def file_digest(path: str | Path, *, cache_dir: str | Path | None = None) -> str:
+def file_digest(path: str | Path, *, cache_dir: str | Path | None = None,
+                book: Mapping[str, Any] | None = None) -> str:
     """SHA-256 of the contents of ``path`` (hex), remembered per (path, size, mtime_ns) in
     this process, and looked up (not written: :func:`load_sequences` records digests once
-    its store is built or found) in ``<cache_dir>/file_digests.json``."""
+    its store is built or found) in ``<cache_dir>/file_digests.json`` (or in ``book``, that
+    file already read, when a caller digests several files)."""
     f = Path(path).resolve()
     st = f.stat()
     key = (str(f), int(st.st_size), int(st.st_mtime_ns))
     if key in _DIGESTS:
         return _DIGESTS[key]
-    hit = _read_digests(cache_dir).get(key[0]) if cache_dir is not None else None
+    if book is None and cache_dir is not None:
+        book = _read_digests(cache_dir)
+    hit = book.get(key[0]) if book is not None else None
     if isinstance(hit, dict) and hit.get("size") == key[1] and hit.get("mtime_ns") == key[2] \
             and isinstance(hit.get("sha256"), str):
         _DIGESTS[key] = hit["sha256"]
@@ -195,10 +199,11 @@ def fingerprint(name: str, options: Mapping[str, Any] | None = None, *, seed: in
     options, sub = split_subsample(options)
     opts = src.resolve_options(_plain(options or {}))
     files = []
+    book = _read_digests(cache_dir) if cache_dir is not None else None   # read once for every file
     for f in src.files(**opts):
         f = Path(f)
         if f.is_file():
-            files.append([f.name, f.stat().st_size, file_digest(f, cache_dir=cache_dir)])
+            files.append([f.name, f.stat().st_size, file_digest(f, book=book)])
         else:   # missing (the build then raises, naming it) or a directory
             files.append([f.name, -1, None])
     payload = {"source": name, "source_version": src.version, "options": opts,

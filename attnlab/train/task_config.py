@@ -10,6 +10,7 @@ import dataclasses
 from typing import ClassVar
 
 from attnlab.data import splits as protocols
+from attnlab.data.batching import DEFAULT_SUMMARY_FORM, SUMMARY_FORMS
 from attnlab.typed_config import ConfigError, TypedConfig
 
 PROPOSALS = ("uniform", "log_uniform", "popularity")
@@ -114,7 +115,7 @@ class ChurnConfig(TypedConfig):
 
     GROUP: ClassVar[str] = "task"
     CHOICES: ClassVar[dict] = {"mode": tuple(m.value for m in protocols.ChurnMode), "encoder": ENCODERS,
-                               "summary_form": ("rates", "counts")}
+                               "summary_form": tuple(SUMMARY_FORMS)}
 
     name: str = "churn"
     monitor: str | None = None
@@ -125,7 +126,7 @@ class ChurnConfig(TypedConfig):
     train_stride: str | int | None = "1W"   # rolling training cut-offs every stride; null = one
     windows_per_customer: int = 4     # labelled cut-offs per customer per pass (0 = all)
     history_summary: bool = True      # the model's default: the churn head also reads the whole history's RFM summary
-    summary_form: str = "rates"       # rates: per-30-day rates, overdue ratio (stationary over cut-offs) | counts: the first version
+    summary_form: str = DEFAULT_SUMMARY_FORM   # rates: per-30-day rates, overdue ratio (stationary over cut-offs) | counts: the first version
     refit: bool = False               # temporal: train on the labels up to the test cut-off for trainer.max_epochs passes
     baselines: tuple[str, ...] = ("recency_frequency", "rfm", "bgnbd")
 
