@@ -103,6 +103,24 @@ def bucket_edges(lengths: np.ndarray, *, k: int, max_len: int,
     return np.array(sorted(edges), np.int64)
 
 
+def length_ladder(max_len: int, k: int, multiple: int = BUCKET_MULTIPLE) -> np.ndarray:
+    """At most ``k`` evenly spaced static lengths up to ``max_len``: the scoring shapes of a
+    length-bucketed model (:func:`attnlab.train.tasks.common.predictor`).
+
+    Edge ``i`` is ``ceil(i * max_len / k)`` rounded up to a multiple of ``multiple``
+    (capped at ``max_len``, the last edge). Fixed by ``(max_len, k)`` alone, not by the
+    rows being scored, so every evaluation of a run (each validation pass, the test
+    pass) reuses the same ``<= k`` compiled shapes; edges fitted to each call's rows
+    would compile new shapes call after call.
+    """
+    if k < 1:
+        raise ValueError(f"length buckets must be >= 1, got {k}")
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    even = -(-np.arange(1, k + 1, dtype=np.int64) * max_len // k)
+    return np.unique(np.minimum(-(-even // multiple) * multiple, max_len))
+
+
 def bucket_of(lengths: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Index of the smallest edge that holds each length (lengths above the last edge
     raise: the edges were chosen for another sample)."""

@@ -58,11 +58,24 @@ class EvalResult:
     n: int
 
 
-def _chunks(n: int, batch_size: int):
+def history_order(store: SequenceStore, examples: Examples) -> np.ndarray:
+    """Example rows ordered by visible-history length, shortest first (stable).
+
+    The evaluators score chunks in this order, so each chunk holds histories of similar
+    length and a length-bucketed scorer (:func:`attnlab.train.tasks.common.predictor`)
+    pads a chunk to about its own length instead of the longest history in the data.
+    Scores do not depend on which rows share a chunk; results stay in example order.
+    """
+    starts = np.asarray(store.offsets)[np.asarray(examples.customer, np.int64)]
+    return np.argsort(np.asarray(examples.end, np.int64) - starts, kind="stable")
+
+
+def _chunks(order: np.ndarray, batch_size: int):
+    """``order`` cut into consecutive chunks of ``batch_size`` rows."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for lo in range(0, n, batch_size):
-        yield np.arange(lo, min(lo + batch_size, n))
+    for lo in range(0, len(order), batch_size):
+        yield order[lo:lo + batch_size]
 
 
 def _chunked(score_fn, item_chunk: int | None) -> bool:
@@ -120,7 +133,7 @@ def evaluate_next_item(score_fn: ScoreFn | ChunkedScorer, store: SequenceStore, 
     chunked = _chunked(score_fn, item_chunk)
     ranks = np.empty(len(examples), dtype=np.int64)
     with tqdm(total=len(examples), desc="next-item eval", disable=not progress) as bar:
-        for idx in _chunks(len(examples), batch_size):
+        for idx in _chunks(history_order(store, examples), batch_size):
             chunk = examples.take(idx)
             if chunked:
                 ranks[idx] = target_counts(score_fn, store, chunk, item_chunk=item_chunk).at_or_above
@@ -326,8 +339,9 @@ def evaluate_next_basket(score_fn: ScoreFn | ChunkedScorer, store: SequenceStore
     max_k = max(ks)
     chunked = _chunked(score_fn, item_chunk)
     parts: list[dict[str, np.ndarray]] = []
+    order = history_order(store, examples)
     with tqdm(total=len(examples), desc="next-basket eval", disable=not progress) as bar:
-        for idx in _chunks(len(examples), batch_size):
+        for idx in _chunks(order, batch_size):
             chunk = examples.take(idx)
             if chunked:
                 c = target_counts(score_fn, store, chunk, item_chunk=item_chunk)
@@ -348,7 +362,11 @@ def evaluate_next_basket(score_fn: ScoreFn | ChunkedScorer, store: SequenceStore
             parts.append(per)
             bar.update(len(idx))
     keys = parts[0].keys() if parts else []
-    per_example = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    per_example = {}
+    for k in keys:   # chunks were scored in history-length order: back to example order
+        values = np.concatenate([p[k] for p in parts])
+        per_example[k] = np.empty_like(values)
+        per_example[k][order] = values
     metrics = M.nan_means({k: v for k, v in per_example.items()
                            if k not in ("n_targets", "n_repeat_targets")})
     if per_example:

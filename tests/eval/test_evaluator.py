@@ -121,3 +121,34 @@ def test_end_to_end_on_split_outputs():
     assert rc.metrics["brier"] == pytest.approx(np.mean((0.3 - ch.test.label) ** 2))
     with pytest.raises(ValueError, match="probabilities"):
         evaluate_churn(lambda st, ex: np.zeros(len(ex) + 1), s, ch.test)
+
+
+def test_chunks_are_scored_shortest_history_first_and_results_stay_in_example_order():
+    """The evaluators hand a scorer chunks in visible-history-length order (so a
+    length-bucketed model pads each chunk to about its own length); per-example results
+    must still line up with the example rows, for next item and next basket."""
+    rng = np.random.default_rng(3)
+    n_items, n_cust = 40, 24
+    lengths = rng.integers(1, 30, n_cust)                    # unsorted history lengths
+    rows = [(c, 1, int(rng.integers(1, n_items + 1)), t, P) for c in range(n_cust) for t in range(lengths[c])]
+    s = build_store(rows, n_items=n_items)
+    table = rng.normal(size=(n_cust, n_items + 1)).astype(np.float32)
+    seen = []
+
+    def score_fn(store, chunk):
+        seen.append(np.asarray(chunk.end) - np.asarray(store.offsets)[chunk.customer])
+        return table[chunk.customer]
+
+    item_ex = examples(np.arange(n_cust), s.offsets[1:], [[t] for t in rng.integers(1, n_items + 1, n_cust)])
+    basket_ex = examples(np.arange(n_cust), s.offsets[1:],
+                         [list(rng.choice(np.arange(1, n_items + 1), int(rng.integers(1, 5)), replace=False))
+                          for _ in range(n_cust)])
+    for evaluate, ex in ((evaluate_next_item, item_ex), (evaluate_next_basket, basket_ex)):
+        seen.clear()
+        whole = evaluate(score_fn, s, ex, batch_size=5, progress=False)
+        visited = np.concatenate(seen)
+        assert len(seen) == 5 and np.all(np.diff(visited) >= 0)      # shortest first, chunk after chunk
+        for i in range(n_cust):                                      # one example at a time: example order
+            one = evaluate(score_fn, s, ex.take(np.array([i])), batch_size=5, progress=False)
+            for k, v in whole.per_example.items():
+                np.testing.assert_array_equal(v[i], one.per_example[k][0], err_msg=f"{evaluate.__name__} {k} row {i}")

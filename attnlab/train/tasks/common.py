@@ -9,7 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 from attnlab.data.batching import make_batch, window_lengths
-from attnlab.data.buckets import BucketPlan, bucket_edges, bucket_of, pass_padding, plan_buckets
+from attnlab.data.buckets import BucketPlan, length_ladder, pass_padding, plan_buckets
 from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples, Split
 from attnlab.typed_config import TypedConfig
@@ -96,36 +96,33 @@ def predictor(fn, model, *, max_len: int, batch_size: int, use_cutoff: bool, mem
 
     ``use_cutoff``: time features relative to each example's cut-off (churn: the
     scoring date is known) instead of its latest visible event (ranking tasks).
-    ``buckets > 1``: examples grouped by history length into at most ``buckets`` static
-    lengths (:func:`attnlab.data.buckets.bucket_edges` of this call's examples), each
-    batch ``batch_size`` rows of its bucket's length: one compilation per length, the
-    scores in example order as before (equal to the one-shape scores to fp32 rounding).
+    ``buckets > 1``: the call's examples sorted by history length (stable) and cut into
+    ``batch_size``-row batches, each padded to the shortest of ``buckets`` fixed lengths
+    (:func:`attnlab.data.buckets.length_ladder`) that holds its longest row: at most
+    ``buckets`` compilations for the whole run, scores in example order and equal to
+    the one-shape scores to fp32 rounding. The evaluators hand over examples in
+    history-length order (:func:`attnlab.eval.evaluate.history_order`), so a batch's
+    rows have similar lengths; an unsorted call is never padded beyond ``max_len``.
     ``buckets = 1``: every batch padded to ``max_len`` (one compilation). ``memory``,
     ``summary``: the inputs carry the history memory / summary (:func:`make_batch`).
     """
-
-    def run(store: SequenceStore, ex: Examples, rows: np.ndarray, length: int) -> np.ndarray:
-        out = []
-        for i in range(0, len(rows), batch_size):
-            sl = rows[i:i + batch_size]
-            b = make_batch(store, customers=ex.customer[sl], ends=ex.end[sl],
-                           cutoffs=ex.cutoff[sl] if use_cutoff else None, max_len=length, memory=memory, summary=summary)
-            out.append(np.asarray(fn(model, pad_rows(b.model_inputs(), batch_size)))[: len(sl)])
-        return np.concatenate(out)
+    ladder = length_ladder(max_len, buckets) if buckets > 1 else np.array([max_len], np.int64)
 
     def predict(store: SequenceStore, ex: Examples) -> np.ndarray:
         if len(ex) == 0:
             return np.zeros((0, store.n_items + 1) if not use_cutoff else (0,), np.float32)
-        if buckets <= 1:
-            return run(store, ex, np.arange(len(ex)), max_len)
         lengths = window_lengths(store, ex.customer, ex.end, max_len)
-        edges = bucket_edges(lengths, k=buckets, max_len=max_len)
-        bucket = bucket_of(lengths, edges)
-        parts = [(rows, run(store, ex, rows, int(edges[b])))
-                 for b in range(len(edges)) if len(rows := np.flatnonzero(bucket == b))]
-        out = np.empty((len(ex),) + parts[0][1].shape[1:], parts[0][1].dtype)
-        for rows, values in parts:
-            out[rows] = values
+        order = np.argsort(lengths, kind="stable") if buckets > 1 else np.arange(len(ex))
+        out = None
+        for i in range(0, len(order), batch_size):
+            sl = order[i:i + batch_size]
+            length = int(ladder[np.searchsorted(ladder, lengths[sl].max())])
+            b = make_batch(store, customers=ex.customer[sl], ends=ex.end[sl],
+                           cutoffs=ex.cutoff[sl] if use_cutoff else None, max_len=length, memory=memory, summary=summary)
+            values = np.asarray(fn(model, pad_rows(b.model_inputs(), batch_size)))[: len(sl)]
+            if out is None:
+                out = np.empty((len(ex),) + values.shape[1:], values.dtype)
+            out[sl] = values
         return out
 
     return predict
