@@ -177,7 +177,7 @@ def eval_only(args, task, store, split, model_cfg: dict) -> None:
     lines = [
         f"CJ `next_item`, validation scoring (seed 0 split: {len(split.valid):,} examples, full catalogue of "
         f"{store.n_items:,} items), `max_len` {args.max_len}, `trainer.eval_batch_size` {args.eval_batch}; "
-        f"vanilla d_model 64, 2 layers, 2 heads, untrained; {platform.machine()} CPU, jax {jax.__version__}. "
+        f"vanilla d_model 64, 2 layers, 2 heads, history_memory 64, untrained; {platform.machine()} CPU, jax {jax.__version__}. "
         "Pass 1 compiles; pass 2 is what each later validation pass (and the test pass) costs.",
         "",
         "| buckets | scoring lengths | pass 1 (s) | pass 2 (s) | pass 2 vs one shape | ndcg@10 |",

@@ -64,7 +64,8 @@ def history_order(store: SequenceStore, examples: Examples) -> np.ndarray:
     The evaluators score chunks in this order, so each chunk holds histories of similar
     length and a length-bucketed scorer (:func:`attnlab.train.tasks.common.predictor`)
     pads a chunk to about its own length instead of the longest history in the data.
-    Scores do not depend on which rows share a chunk; results stay in example order.
+    A row's scores do not depend on which rows share its chunk (up to fp32 rounding when a
+    length-bucketed scorer pads the chunk to another length); results stay in example order.
     """
     starts = np.asarray(store.offsets)[np.asarray(examples.customer, np.int64)]
     return np.argsort(np.asarray(examples.end, np.int64) - starts, kind="stable")

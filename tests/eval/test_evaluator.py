@@ -5,7 +5,7 @@ import pytest
 
 from attnlab.data.schema import EventType
 from attnlab.data.splits import Examples, churn_split, next_basket_split, next_item_split
-from attnlab.eval import evaluate_churn, evaluate_next_basket, evaluate_next_item
+from attnlab.eval import ChunkedScorer, evaluate_churn, evaluate_next_basket, evaluate_next_item
 from protocol_stores import build_store
 
 P = int(EventType.PURCHASE)
@@ -143,12 +143,17 @@ def test_chunks_are_scored_shortest_history_first_and_results_stay_in_example_or
     basket_ex = examples(np.arange(n_cust), s.offsets[1:],
                          [list(rng.choice(np.arange(1, n_items + 1), int(rng.integers(1, 5)), replace=False))
                           for _ in range(n_cust)])
-    for evaluate, ex in ((evaluate_next_item, item_ex), (evaluate_next_basket, basket_ex)):
-        seen.clear()
-        whole = evaluate(score_fn, s, ex, batch_size=5, progress=False)
-        visited = np.concatenate(seen)
-        assert len(seen) == 5 and np.all(np.diff(visited) >= 0)      # shortest first, chunk after chunk
-        for i in range(n_cust):                                      # one example at a time: example order
-            one = evaluate(score_fn, s, ex.take(np.array([i])), batch_size=5, progress=False)
-            for k, v in whole.per_example.items():
-                np.testing.assert_array_equal(v[i], one.per_example[k][0], err_msg=f"{evaluate.__name__} {k} row {i}")
+    # the item-chunked scorer (million-item catalogues) must line up the same way
+    chunked = ChunkedScorer(prepare=lambda store, chunk: score_fn(store, chunk),
+                            scores=lambda state, lo, hi: state[:, lo:hi].copy(), item_chunk=7)
+    for scorer in (score_fn, chunked):
+        for evaluate, ex in ((evaluate_next_item, item_ex), (evaluate_next_basket, basket_ex)):
+            seen.clear()
+            whole = evaluate(scorer, s, ex, batch_size=5, progress=False)
+            visited = np.concatenate(seen)
+            assert len(seen) == 5 and np.all(np.diff(visited) >= 0)      # shortest first, chunk after chunk
+            for i in range(n_cust):                                      # one example at a time: example order
+                one = evaluate(scorer, s, ex.take(np.array([i])), batch_size=5, progress=False)
+                for k, v in whole.per_example.items():
+                    np.testing.assert_array_equal(v[i], one.per_example[k][0],
+                                                  err_msg=f"{evaluate.__name__} {k} row {i}")

@@ -221,27 +221,34 @@ def test_the_scoring_ladder_is_at_most_k_round_lengths_ending_at_max_len(max_len
 
 def test_bucketed_scoring_compiles_a_fixed_set_of_shapes_whatever_the_rows(tiny):
     """Each validation pass and the test pass score other rows; the padded lengths must
-    come from the fixed ladder (one compilation each), not from the rows of each call
-    (before: edges fitted per call compiled new shapes call after call and padded every
-    bucket to the full row count: 125 s a validation pass at max_len 800 on CJ, 19 s now)."""
+    come from the fixed ladder (at most k compilations for the run), one call of
+    ``batch_size`` rows per ``batch_size`` examples. Before: edges fitted to each call's
+    rows (new shapes call after call) and every bucket padded to the full row count
+    (121 s a validation pass at max_len 800 on CJ, 18.7 s now: docs/bucket_eval_bench.md)."""
     c, store = tiny
     task = make_task(c["task"])
     split = task.split(store, seed=0)
+    max_len, k, batch = 128, 4, 4
     shapes = []
 
     def fn(model, inputs):
         shapes.append(inputs["item"].shape)
         return np.zeros((inputs["item"].shape[0], store.n_items + 1), np.float32)
 
-    predict = predictor(fn, None, max_len=32, batch_size=4, use_cutoff=False, buckets=4)
+    predict = predictor(fn, None, max_len=max_len, batch_size=batch, use_cutoff=False, buckets=k)
+    lengths = window_lengths(store, split.test.customer, split.test.end, max_len)
+    assert len(np.unique(lengths)) > 2 * k            # the rows could ask for many more lengths
     rng = np.random.default_rng(0)
     for _ in range(5):   # calls over different rows
-        predict(store, split.test.take(rng.permutation(len(split.test))[: rng.integers(3, len(split.test))]))
-    assert {s[1] for s in shapes} <= set(length_ladder(32, 4).tolist()) and {s[0] for s in shapes} == {4}
+        rows = rng.permutation(len(split.test))[: rng.integers(3, len(split.test))]
+        before = len(shapes)
+        predict(store, split.test.take(rows))
+        assert len(shapes) - before == -(-len(rows) // batch)       # one call per batch of rows
+    assert {s[1] for s in shapes} <= set(length_ladder(max_len, k).tolist()) == {32, 64, 96, 128}
+    assert {s[0] for s in shapes} == {batch}
     # a call of short histories is padded to a short length, not to max_len
-    lengths = window_lengths(store, split.test.customer, split.test.end, 32)
-    short = np.flatnonzero(lengths <= 8)
+    short = np.flatnonzero(lengths <= 20)
     assert len(short) > 0
     shapes.clear()
     predict(store, split.test.take(short))
-    assert {s[1] for s in shapes} == {16}
+    assert {s[1] for s in shapes} == {32}

@@ -92,7 +92,7 @@ class BucketPlans:
 def predictor(fn, model, *, max_len: int, batch_size: int, use_cutoff: bool, memory: int = 0, buckets: int = 1,
               summary: bool = False):
     """``(store, examples) -> np.ndarray`` running jitted ``fn(model, inputs)`` over
-    fixed-size padded batches, rows in example order.
+    fixed-size padded batches; results in example order.
 
     ``use_cutoff``: time features relative to each example's cut-off (churn: the
     scoring date is known) instead of its latest visible event (ranking tasks).
@@ -103,7 +103,8 @@ def predictor(fn, model, *, max_len: int, batch_size: int, use_cutoff: bool, mem
     the one-shape scores to fp32 rounding. The evaluators hand over examples in
     history-length order (:func:`attnlab.eval.evaluate.history_order`), so a batch's
     rows have similar lengths; an unsorted call is never padded beyond ``max_len``.
-    ``buckets = 1``: every batch padded to ``max_len`` (one compilation). ``memory``,
+    ``buckets = 1``: every batch padded to ``max_len`` (one compilation), rows also sorted
+    by length (the chunked attention loops stop at a batch's longest row). ``memory``,
     ``summary``: the inputs carry the history memory / summary (:func:`make_batch`).
     """
     ladder = length_ladder(max_len, buckets) if buckets > 1 else np.array([max_len], np.int64)
@@ -112,7 +113,7 @@ def predictor(fn, model, *, max_len: int, batch_size: int, use_cutoff: bool, mem
         if len(ex) == 0:
             return np.zeros((0, store.n_items + 1) if not use_cutoff else (0,), np.float32)
         lengths = window_lengths(store, ex.customer, ex.end, max_len)
-        order = np.argsort(lengths, kind="stable") if buckets > 1 else np.arange(len(ex))
+        order = np.argsort(lengths, kind="stable")
         out = None
         for i in range(0, len(order), batch_size):
             sl = order[i:i + batch_size]
