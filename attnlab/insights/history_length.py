@@ -21,7 +21,7 @@ import pandas as pd
 
 from attnlab.insights.long_range import config_value, load_runs
 
-MAX_LENS: tuple[int, ...] = (50, 200, 800)
+MAX_LENS: tuple[int, ...] = (50, 200, 800, 4224)
 #: Default accuracy metric per task when a result does not name its monitor.
 TASK_METRIC = {"next_item": "ndcg@10", "next_basket": "recall@10", "churn": "auc"}
 

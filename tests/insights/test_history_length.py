@@ -49,7 +49,7 @@ def test_experiment_config_composes_and_sweeps_max_len():
     assert cfg.trainer.max_steps <= 1000  # reduced CPU budget, stated in the header
     params = {k: str(v) for k, v in cfg.hydra.sweeper.params.items()}
     lens = [int(x) for x in params["model.max_len"].split(",")]
-    assert lens == [50, 200, 800] and list(hl.MAX_LENS) == lens
+    assert lens == [50, 200, 800, 4224] and list(hl.MAX_LENS) == lens
     assert [int(s) for s in params["seed"].split(",")] == [0, 1, 2]
     assert params["model"] == "vanilla"
     text = (CONFIGS / "experiment" / "history_length.yaml").read_text()
