@@ -186,8 +186,15 @@ class BucketPlan:
 def plan_buckets(lengths: np.ndarray, *, k: int, max_len: int, batch_size: int) -> BucketPlan:
     """:func:`bucket_edges` of a representative pass's window ``lengths`` and the rows per
     batch of each bucket (see :class:`BucketPlan`). ``k == 1``: one shape
-    ``(batch_size, max_len)``, the unbucketed batches."""
-    edges = bucket_edges(lengths, k=k, max_len=max_len)
+    ``(batch_size, max_len)``, the unbucketed batches.
+
+    The last edge is always ``max_len``: later passes draw other window ends, so one of
+    them may hold a window longer than any in the representative pass (found at CJ full
+    history, ``max_len`` 4224: the first pass's longest window had 3,928 events, the
+    second pass drew one of 4,027, and the run stopped). The edges are optimal for the
+    sample plus one window of ``max_len`` (its weight in the sample: one row).
+    """
+    edges = bucket_edges(np.append(np.asarray(lengths, np.int64), max_len), k=k, max_len=max_len)
     if len(edges) == 1 and edges[0] == max_len:
         return BucketPlan(edges=edges, rows=np.array([batch_size], np.int64))
     lengths = np.clip(np.asarray(lengths, np.int64), 0, max_len)

@@ -85,6 +85,21 @@ def test_a_pass_trains_every_window_once_in_a_bounded_set_of_shapes():
     assert not all(np.array_equal(a[0], b[0]) for a, b in zip(batches, other))
 
 
+def test_a_later_pass_may_draw_a_longer_window_than_the_planned_pass():
+    """The plan comes from the first pass; another pass draws other window ends. Its
+    last edge is max_len, so any window a later pass draws fits (CJ at max_len 4224 once
+    stopped on pass 2: 4,027 events against a last edge of 3,936)."""
+    rng = np.random.default_rng(0)
+    first = rng.integers(1, 3900, 2000)                       # no window near max_len
+    plan = plan_buckets(first, k=8, max_len=4224, batch_size=64)
+    assert plan.edges[-1] == 4224 and len(plan.edges) <= 8
+    later = np.append(rng.integers(1, 3900, 1999), 4027)
+    rows = np.concatenate([r for r, _, _ in plan.batches(later, np.random.default_rng(1))])
+    assert np.array_equal(np.sort(rows), np.arange(len(later)))
+    # the other edges are optimal for the sample plus one max_len window
+    assert np.array_equal(plan.edges, bucket_edges(np.append(first, 4224), k=8, max_len=4224))
+
+
 def test_a_window_longer_than_every_bucket_is_refused():
     with pytest.raises(ValueError, match="longer than the longest bucket"):
         bucket_of(np.array([10, 300]), np.array([64, 128]))
