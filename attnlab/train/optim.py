@@ -49,7 +49,7 @@ class TrainerConfig(TypedConfig):
     grad_clip: float = 1.0
     batch_size: int = 64
     eval_batch_size: int = 256
-    max_steps: int | None = 800   # the step budget (and the schedule's length); null = max_epochs passes
+    max_steps: int | None = 400   # the step budget (and the schedule's length); null = max_epochs passes
     max_epochs: int | None = None # cap on passes (stops early, like patience; the schedule stays sized by max_steps)
     patience: int = 3             # validation passes without improvement before stopping
     init_bias: str = "log_popularity"  # log_popularity | zeros: the catalogue bias at step 0
