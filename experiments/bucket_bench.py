@@ -184,7 +184,7 @@ def eval_only(args, task, store, split, model_cfg: dict) -> None:
         "|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
-        ladder = ", ".join(map(str, length_ladder(args.max_len, r["buckets"]))) if r["buckets"] > 1 else str(args.max_len)
+        ladder = ", ".join(map(str, length_ladder(args.max_len, r["buckets"])))
         lines.append(f"| {r['buckets']} | {ladder} | {r['first_s']:.1f} | {r['later_s']:.1f} | "
                      f"{base / r['later_s']:.2f}x | {r['ndcg']:.4f} |")
     text = "\n".join(lines) + f"\n\nCommand: `python experiments/bucket_bench.py --eval-only --max-len {args.max_len} " \

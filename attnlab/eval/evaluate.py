@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from attnlab.data.batching import window_lengths
 from attnlab.data.schema import EventType
 from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples
@@ -67,8 +68,8 @@ def history_order(store: SequenceStore, examples: Examples) -> np.ndarray:
     A row's scores do not depend on which rows share its chunk (up to fp32 rounding when a
     length-bucketed scorer pads the chunk to another length); results stay in example order.
     """
-    starts = np.asarray(store.offsets)[np.asarray(examples.customer, np.int64)]
-    return np.argsort(np.asarray(examples.end, np.int64) - starts, kind="stable")
+    lengths = window_lengths(store, examples.customer, examples.end, max_len=np.iinfo(np.int64).max)
+    return np.argsort(lengths, kind="stable")
 
 
 def _chunks(order: np.ndarray, batch_size: int):

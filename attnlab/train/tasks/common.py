@@ -107,7 +107,7 @@ def predictor(fn, model, *, max_len: int, batch_size: int, use_cutoff: bool, mem
     by length (the chunked attention loops stop at a batch's longest row). ``memory``,
     ``summary``: the inputs carry the history memory / summary (:func:`make_batch`).
     """
-    ladder = length_ladder(max_len, buckets) if buckets > 1 else np.array([max_len], np.int64)
+    ladder = length_ladder(max_len, max(buckets, 1))   # one bucket: [max_len]
 
     def predict(store: SequenceStore, ex: Examples) -> np.ndarray:
         if len(ex) == 0:
