@@ -2,7 +2,8 @@
 
 * next_item: full-catalogue logits, tied to the item embedding (softmax CE), or, for
   training only, a sampled-softmax estimate of the same loss
-  (:func:`sampled_softmax_log_prob`).
+  (:func:`sampled_softmax_log_prob`), or gBCE over the same sampled negatives
+  (:func:`gbce_loss`, plain softmax head only).
 * next_basket: the same catalogue logits, trained like next_item (one target item of
   the next basket per position).
 * churn: a logistic output from the state at the cutoff (last valid position).
@@ -116,6 +117,43 @@ def sampled_softmax_log_prob(
     corrected = jnp.where(accidental_hit, -1e30, negative_logits - negative_log_count)
     both = jnp.concatenate([target_logit[..., None], corrected], axis=-1)
     return target_logit - jax.nn.logsumexp(both, axis=-1)
+
+
+def gbce_beta(n_negatives: int, n_items: int, t: float) -> float:
+    """The positive term's exponent ``beta`` of gBCE (Petrov & Macdonald, "gSASRec:
+    Reducing Overconfidence in Sequential Recommendation Trained with Negative
+    Sampling", RecSys 2023).
+
+    With ``k`` negatives out of ``n_items - 1`` items the sampling rate is
+    ``a = k / (n_items - 1)`` and ``beta = a * (t * (1 - 1/a) + 1/a)``: ``t = 0`` gives
+    ``beta = 1`` (plain BCE with negatives, SASRec's loss), ``t = 1`` gives ``beta = a``
+    (the calibrated limit, where the sigmoid of a score estimates the full softmax
+    probability under uniform sampling).
+    """
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"gBCE calibration t={t} must be in [0, 1].")
+    if not 0 < n_negatives < n_items:
+        raise ValueError(f"gBCE needs 1 .. n_items - 1 = {n_items - 1} negatives, got {n_negatives}.")
+    a = n_negatives / (n_items - 1)
+    return float(a * (t * (1.0 - 1.0 / a) + 1.0 / a))
+
+
+def gbce_loss(target_logit: jax.Array, negative_logits: jax.Array, accidental_hit: jax.Array,
+              beta: jax.Array | float) -> jax.Array:
+    """Per-position gBCE: ``-(beta * log sigmoid(s_t) + sum_k [n_k != t] log sigmoid(-s_k))``.
+
+    Args:
+      target_logit: ``[...]`` score of each position's target.
+      negative_logits: ``[..., N]`` scores of the shared negatives.
+      accidental_hit: ``bool[..., N]``, ``n_k == target`` (such a draw is not a negative).
+      beta: the positive term's exponent (:func:`gbce_beta`).
+
+    Returns:
+      ``[...]`` losses (>= 0).
+    """
+    pos = beta * jax.nn.log_sigmoid(target_logit)
+    neg = jnp.sum(jnp.where(accidental_hit, 0.0, jax.nn.log_sigmoid(-negative_logits)), axis=-1)
+    return -(pos + neg)
 
 
 class ChurnHead(nnx.Module):

@@ -20,8 +20,8 @@ from attnlab.data.batching import SUMMARY_FEATURES
 from attnlab.models.encoder import EncoderMode, EventEncoder
 
 from attnlab.models.heads import (
-    CatalogueHead, ChurnHead, CopyHead, gather_positions, last_state, log_popularity_bias, mixture_log_prob,
-    sampled_softmax_log_prob,
+    CatalogueHead, ChurnHead, CopyHead, gather_positions, gbce_loss, last_state, log_popularity_bias,
+    mixture_log_prob, sampled_softmax_log_prob,
 )
 
 
@@ -163,16 +163,33 @@ class SequenceModel(nnx.Module):
             gen_t = jnp.take_along_axis(gen, targets[..., None], axis=-1)[..., 0]
         else:
             neg_items, neg_log_count = negatives
-            emb = self.encoder.item.embedding[...]
-            s_t = self.catalogue.target_logits(hq, emb, targets)
-            s_n = self.catalogue.shared_logits(hq, emb, neg_items)
-            hit = neg_items[None, None, :] == targets[..., None]
-            gen_t = sampled_softmax_log_prob(s_t, s_n, neg_log_count, hit)
+            gen_t = sampled_softmax_log_prob(*self._sampled_logits(hq, targets, neg_items)[:2], neg_log_count,
+                                             neg_items[None, None, :] == targets[..., None])
         if self.copy is None:
             return gen_t
         w, items, log_g, log_1mg = self.copy_pointer(hq, h, index, inputs)
         copy_t = jnp.sum(w * (items[:, None, :] == targets[..., None]), axis=-1)
         return mixture_log_prob(log_g, log_1mg, copy_t, gen_t)
+
+    def _sampled_logits(self, hq, targets, neg_items):
+        """``(s_t [b, P], s_n [b, P, N])``: the targets' and the shared negatives' catalogue scores."""
+        emb = self.encoder.item.embedding[...]
+        return (self.catalogue.target_logits(hq, emb, targets),
+                self.catalogue.shared_logits(hq, emb, neg_items))
+
+    def target_gbce(self, h, index, targets, neg_items, beta) -> jax.Array:
+        """Per-position gBCE loss ``[b, P]`` (:func:`attnlab.models.heads.gbce_loss`): the
+        target's catalogue score against the batch's shared negatives, each scored by its
+        own sigmoid. Plain softmax head only: the copy head's output is a mixture of
+        probabilities, not one score per item, so there is nothing for a sigmoid to read.
+        """
+        if self.copy is not None:
+            raise ValueError("task.loss=gbce scores every item by its own sigmoid; the copy head mixes two "
+                             "probabilities and has no per-item score: use model.item_head=softmax "
+                             "model.history_memory=0, or task.loss=softmax with the copy head.")
+        hq = gather_positions(h, index)
+        s_t, s_n = self._sampled_logits(hq, targets, neg_items)
+        return gbce_loss(s_t, s_n, neg_items[None, None, :] == targets[..., None], beta)
 
     def copy_pointer(self, hq, h, index, inputs):
         """The copy head's weights over the window (+ memory) slots, the slots' items

@@ -129,6 +129,8 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
     tr = TrainerConfig.from_dict(c["trainer"])
     task = make_task(c["task"])
     model_cfg = model_config(c["model"])
+    if hasattr(task, "check_model"):
+        task.check_model(model_cfg)   # task x model choices that cannot train together
     distributed.initialize(tr.distributed)  # a no-op for one process (and when train.py did it)
     mesh = meshes.make_mesh(tr.mesh, batch_size=int(tr.batch_size))  # devices vs batch size: checked now
     meshes.check_item_split(mesh, d_model=model_cfg.d_model)

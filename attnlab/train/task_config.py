@@ -57,7 +57,7 @@ class RankingTaskConfig(TypedConfig):
 
     GROUP: ClassVar[str] = "task"
     CHOICES: ClassVar[dict] = {"window_ends": ("random", "latest"), "encoder": ENCODERS,
-                               "targets": ("spread", "basket")}
+                               "targets": ("spread", "basket"), "loss": ("softmax", "gbce")}
 
     name: str = "next_item"
     monitor: str | None = None       # validation metric for early stopping (null = the task's default)
@@ -67,6 +67,8 @@ class RankingTaskConfig(TypedConfig):
     loss_positions: int = 0          # 0 = every position with a target; N = a seeded sample of N per window
     targets: str = "spread"          # spread: a basket's k-th event targets item k of the next basket | basket: its last event targets every item
     sampled_softmax: SampledSoftmaxConfig = dataclasses.field(default_factory=SampledSoftmaxConfig)
+    loss: str = "softmax"            # softmax: (sampled) softmax CE | gbce: gSASRec's gBCE over the sampled negatives (softmax head)
+    gbce_t: float = 0.75             # gBCE calibration: 0 = BCE with negatives, 1 = fully calibrated
     ks: tuple[int, ...] = (10, 20)
     baselines: tuple[str, ...] = ("most_popular", "personal_repeat")
 
@@ -75,6 +77,8 @@ class RankingTaskConfig(TypedConfig):
             raise self.bad("ks", list(self.ks), "a non-empty list of integers >= 1, e.g. [10, 20]")
         _at_least(self, "windows_per_customer", 1, "window ends per customer per pass")
         _at_least(self, "loss_positions", 0, "0 = every position")
+        if not 0.0 <= self.gbce_t <= 1.0:
+            raise self.bad("gbce_t", self.gbce_t, "must be in [0, 1] (0 = BCE with negatives, 1 = calibrated)")
 
 
 @dataclasses.dataclass(frozen=True)

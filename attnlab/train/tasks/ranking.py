@@ -21,12 +21,14 @@ from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples, Split
 from attnlab.eval import evaluate as evaluation
 from attnlab.eval.chunked import CHUNKED_ABOVE, ITEM_CHUNK, ChunkedScorer
+from attnlab.models.heads import gbce_beta
 from attnlab.train.task_config import NextBasketConfig, NextItemConfig, RankingTaskConfig
 from attnlab.train.tasks.common import (
     BucketPlans, ScoreFn, check_baselines, pad_rows, predictor, require_items, round_rows, typed,
     window_batches,
 )
 from attnlab.train.tasks.sampling import NegativeSampler, pick_per_group, sample_target_positions
+from attnlab.typed_config import ConfigError
 
 
 class NextItemTask:
@@ -56,7 +58,9 @@ class NextItemTask:
     Loss: logQ-corrected sampled softmax over ``sampled_softmax.negatives`` shared
     popularity-sampled negatives per batch (:class:`NegativeSampler`, proposal fitted
     on the training targets only); the exact full softmax when ``negatives`` is 0 or at
-    least the catalogue size. Evaluation always ranks the full catalogue.
+    least the catalogue size. ``loss: gbce``: gSASRec's gBCE over the same negatives
+    (plain softmax head; :func:`attnlab.models.heads.gbce_loss`). Evaluation always
+    ranks the full catalogue.
 
     After :meth:`prepare`, :attr:`target_counts` holds the training-target count per
     item (the catalogue bias is initialised from it).
@@ -110,6 +114,13 @@ class NextItemTask:
         ss = self.cfg.sampled_softmax
         if ss.negatives and ss.negatives < store.n_items:
             self.sampler = NegativeSampler(self.target_counts, proposal=ss.proposal, alpha=ss.alpha)
+        self.gbce_beta = None
+        if self.cfg.loss == "gbce":
+            if self.sampler is None:
+                raise ConfigError(f"task.loss=gbce trains on sampled negatives: set task.sampled_softmax.negatives "
+                                  f"to 1 .. {store.n_items - 1} (the catalogue has {store.n_items:,} items), got "
+                                  f"{ss.negatives}.")
+            self.gbce_beta = gbce_beta(ss.negatives, store.n_items, self.cfg.gbce_t)
 
         def first_pass_lengths(max_len: int, seed: int) -> np.ndarray:
             cust, ends = self.train_windows(store, split, max_len=max_len, epoch=0, seed=seed)
@@ -204,6 +215,8 @@ class NextItemTask:
             if self.sampler is not None:
                 targets["neg_item"], targets["neg_log_count"] = self.sampler.draw(
                     neg_rng, self.cfg.sampled_softmax.negatives)
+            if self.gbce_beta is not None:
+                targets["gbce_beta"] = np.float32(self.gbce_beta)
             yield inputs, targets
 
     @staticmethod
@@ -211,15 +224,27 @@ class NextItemTask:
         """Training targets in one batch (positions with a target item)."""
         return int((np.asarray(targets["item"]) > 0).sum())
 
+    def check_model(self, model_cfg) -> None:
+        """Task x model choices that cannot train together, refused before any work."""
+        if self.cfg.loss == "gbce" and getattr(model_cfg, "item_head", "softmax") != "softmax":
+            raise ConfigError(f"task.loss=gbce scores every item by its own sigmoid, and "
+                              f"model.item_head={model_cfg.item_head} mixes a pointer over the history with the "
+                              f"catalogue softmax (no per-item score): use model.item_head=softmax "
+                              f"model.history_memory=0, or task.loss=softmax.")
+
     @staticmethod
     def loss(model, inputs, targets, rngs):
-        """Mean ``-log P(target)`` over positions with a target; sampled softmax when
-        ``targets`` carries negatives (``neg_item``, ``neg_log_count``)."""
+        """Mean over positions with a target of ``-log P(target)`` (sampled softmax when
+        ``targets`` carries negatives ``neg_item``, ``neg_log_count``), or of the gBCE
+        loss when it carries ``gbce_beta`` (``task.loss=gbce``)."""
         h = model.hidden(inputs, rngs=rngs)
-        negatives = (targets["neg_item"], targets["neg_log_count"]) if "neg_item" in targets else None
-        logp = model.target_log_prob(h, inputs, targets["index"], targets["item"], negatives=negatives)
         mask = targets["item"] > 0
-        return -jnp.sum(jnp.where(mask, logp, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+        if "gbce_beta" in targets:
+            per = model.target_gbce(h, targets["index"], targets["item"], targets["neg_item"], targets["gbce_beta"])
+        else:
+            negatives = (targets["neg_item"], targets["neg_log_count"]) if "neg_item" in targets else None
+            per = -model.target_log_prob(h, inputs, targets["index"], targets["item"], negatives=negatives)
+        return jnp.sum(jnp.where(mask, per, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
     def model_scores(self, model, *, max_len: int, batch_size: int,
                      item_chunk: int | None = None, buckets: int = 1) -> ScoreFn | ChunkedScorer:
