@@ -64,9 +64,36 @@ NOT_RESULTS = ("logger", "paths", "progress", "hydra", "report", "trainer.resume
                "trainer.eval_batch_size", "trainer.mesh", "trainer.distributed")  # layout: same results on any devices
 
 
-def result_config(cfg: dict[str, Any], *, ignore: tuple[str, ...] = NOT_RESULTS) -> dict[str, Any]:
-    """The resolved config minus the keys in ``ignore`` (dotted paths): what a result depends on."""
+#: Config keys added after results were filed, with the value that reproduces the runs from
+#: before them. A config holding exactly that value hashes and tabulates as if the key were
+#: absent, so an earlier run keeps its hash (``skip_completed`` still finds it) and lands in
+#: the same table cell as a new run of the same recipe. Any other value is a different run.
+ADDED_DEFAULTS = {"task.loss": "softmax", "task.gbce_t": 0.75}
+
+
+def added_defaults(cfg: dict[str, Any], *, fill: bool = False) -> dict[str, Any]:
+    """A copy of ``cfg`` without the :data:`ADDED_DEFAULTS` keys that hold their default
+    (for hashing), or with ``fill``, with every missing one set to it (for tables: a run
+    from before the key is labelled with the value it ran with)."""
     out = json.loads(json.dumps(cfg, default=str))
+    for key, default in ADDED_DEFAULTS.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            continue
+        if fill:
+            node.setdefault(leaf, default)
+        elif leaf in node and node[leaf] == default:
+            node.pop(leaf)
+    return out
+
+
+def result_config(cfg: dict[str, Any], *, ignore: tuple[str, ...] = NOT_RESULTS) -> dict[str, Any]:
+    """The resolved config minus the keys in ``ignore`` (dotted paths) and the
+    :data:`ADDED_DEFAULTS` at their default: what a result depends on."""
+    out = added_defaults(cfg)
     for key in ignore:
         *parents, leaf = key.split(".")
         node = out

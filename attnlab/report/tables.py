@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from attnlab.report import significance as sig
+from attnlab.results import added_defaults
 
 #: Columns per task: (metric, higher_is_better). The first is the primary metric.
 TASK_COLUMNS: dict[str, list[tuple[str, bool]]] = {
@@ -167,7 +168,9 @@ def build_table(runs: Sequence[Run], *, experiment: str, n_boot: int = 2000) -> 
     columns = table_columns(runs, task)
     primary = columns[0][0]
 
-    flats = {id(r): _flatten({k: v for k, v in r.result["config"].items() if k != "report"}) for r in runs}
+    flats = {id(r): _flatten({k: v for k, v in added_defaults(r.result["config"], fill=True).items()
+                                if k != "report"})
+             for r in runs}
     # context: everything but the model, trainer and seed (what the baselines depend on)
     ctx_keys = _varying(list(flats.values()), skip_prefixes=("model.", "trainer."))
     ctx_of = {id(r): _label("", flats[id(r)], ctx_keys).strip() for r in runs}

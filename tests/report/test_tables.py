@@ -244,3 +244,27 @@ def test_model_cells_are_ordered_by_their_numbers(tmp_path):
     table = T.build_table(T.load_runs(tmp_path, "exp"), experiment="exp", n_boot=20)
     assert [r.label for r in table.rows if r.kind == "model"] == [
         f"vanilla (model.max_len={n})" for n in (50, 100, 200, 800)]
+
+
+def test_keys_added_later_at_their_default_keep_old_hashes_and_table_cells(tmp_path):
+    """``res.ADDED_DEFAULTS``: a run filed before ``task.loss`` existed and a new run that
+    states its default are the same run (hash) and the same table cell; another value is not."""
+    old = _cfg("good", 0)
+    new = _cfg("good", 0, **{"task.loss": "softmax", "task.gbce_t": 0.75})
+    assert res.config_hash(new) == res.config_hash(old) and res.cell_hash(new) == res.cell_hash(old)
+    assert res.config_hash(_cfg("good", 0, **{"task.loss": "gbce", "task.gbce_t": 0.75})) != res.config_hash(old)
+    assert res.config_hash(_cfg("good", 0, **{"task.gbce_t": 0.5})) != res.config_hash(old)
+
+    rng = np.random.default_rng(3)
+    root = tmp_path / "results"
+    paths = [write_run(root, "good", s, (rng.random(50) < 0.3).astype(float), (rng.random(50) < 0.2).astype(float))
+             for s in range(3)]
+    # seed 2 as a new run files it: the added keys spelled out at their defaults
+    raw = json.loads(paths[2].read_text())
+    raw["config"]["task"].update(loss="softmax", gbce_t=0.75)
+    paths[2].write_text(json.dumps(raw))
+    write_run(root, "good", 0, (rng.random(50) < 0.3).astype(float), (rng.random(50) < 0.2).astype(float),
+              **{"task.loss": "gbce"})
+    table = T.build_table(T.load_runs(root, "exp"), experiment="exp", n_boot=50)
+    models = {r.label: r.seeds for r in table.rows if r.kind == "model"}
+    assert models == {"good (task.loss=softmax)": [0, 1, 2], "good (task.loss=gbce)": [0]}
