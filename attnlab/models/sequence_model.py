@@ -163,8 +163,8 @@ class SequenceModel(nnx.Module):
             gen_t = jnp.take_along_axis(gen, targets[..., None], axis=-1)[..., 0]
         else:
             neg_items, neg_log_count = negatives
-            gen_t = sampled_softmax_log_prob(*self._sampled_logits(hq, targets, neg_items)[:2], neg_log_count,
-                                             neg_items[None, None, :] == targets[..., None])
+            s_t, s_n = self._sampled_logits(hq, targets, neg_items)
+            gen_t = sampled_softmax_log_prob(s_t, s_n, neg_log_count, neg_items[None, None, :] == targets[..., None])
         if self.copy is None:
             return gen_t
         w, items, log_g, log_1mg = self.copy_pointer(hq, h, index, inputs)
