@@ -71,17 +71,23 @@ NOT_RESULTS = ("logger", "paths", "progress", "hydra", "report", "trainer.resume
 ADDED_DEFAULTS = {"task.loss": "softmax", "task.gbce_t": 0.75}
 
 
+def _parent(cfg: dict[str, Any], key: str) -> tuple[dict[str, Any] | None, str]:
+    """``(the dict holding dotted key's leaf, the leaf)``; the dict is None when a parent is missing."""
+    *parents, leaf = key.split(".")
+    node: Any = cfg
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    return (node if isinstance(node, dict) else None), leaf
+
+
 def added_defaults(cfg: dict[str, Any], *, fill: bool = False) -> dict[str, Any]:
     """A copy of ``cfg`` without the :data:`ADDED_DEFAULTS` keys that hold their default
     (for hashing), or with ``fill``, with every missing one set to it (for tables: a run
     from before the key is labelled with the value it ran with)."""
     out = json.loads(json.dumps(cfg, default=str))
     for key, default in ADDED_DEFAULTS.items():
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
+        node, leaf = _parent(out, key)
+        if node is None:
             continue
         if fill:
             node.setdefault(leaf, default)
@@ -95,13 +101,8 @@ def result_config(cfg: dict[str, Any], *, ignore: tuple[str, ...] = NOT_RESULTS)
     :data:`ADDED_DEFAULTS` at their default: what a result depends on."""
     out = added_defaults(cfg)
     for key in ignore:
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-            if node is None:
-                break
-        if isinstance(node, dict):
+        node, leaf = _parent(out, key)
+        if node is not None:
             node.pop(leaf, None)
     return out
 

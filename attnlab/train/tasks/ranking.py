@@ -226,7 +226,7 @@ class NextItemTask:
 
     def check_model(self, model_cfg) -> None:
         """Task x model choices that cannot train together, refused before any work."""
-        if self.cfg.loss == "gbce" and getattr(model_cfg, "item_head", "softmax") != "softmax":
+        if self.cfg.loss == "gbce" and model_cfg.item_head != "softmax":
             raise ConfigError(f"task.loss=gbce scores every item by its own sigmoid, and "
                               f"model.item_head={model_cfg.item_head} mixes a pointer over the history with the "
                               f"catalogue softmax (no per-item score): use model.item_head=softmax "
