@@ -129,6 +129,7 @@ class ChurnConfig(TypedConfig):
     mode: str = "temporal"            # temporal | holdout_customers
     train_stride: str | int | None = "1W"   # rolling training cut-offs every stride; null = one
     windows_per_customer: int = 4     # labelled cut-offs per customer per pass (0 = all)
+    recent_half_life: str | int | None = None   # a pass draws a customer's cut-offs with weight 2^(-age / half-life), age before the latest training cut-off; null = uniform
     history_summary: bool = True      # the model's default: the churn head also reads the whole history's RFM summary
     summary_form: str = DEFAULT_SUMMARY_FORM   # rates: per-30-day rates, overdue ratio (stationary over cut-offs) | counts: the first version
     refit: bool = False               # temporal: train on the labels up to the test cut-off for trainer.max_epochs passes
@@ -139,6 +140,13 @@ class ChurnConfig(TypedConfig):
         _time(self.GROUP, "train_stride", self.train_stride, duration=True)
         _time(self.GROUP, "horizon", self.horizon, duration=True)
         _at_least(self, "windows_per_customer", 0, "labelled cut-offs per customer per pass, 0 = all")
+        if _time(self.GROUP, "recent_half_life", self.recent_half_life, duration=True) is not None:
+            if self.train_stride is None or self.windows_per_customer == 0:
+                raise ConfigError(
+                    f"task.recent_half_life={self.recent_half_life!r} weights which of a customer's rolling "
+                    f"cut-offs a pass draws; it needs task.train_stride (rolling cut-offs) and "
+                    f"task.windows_per_customer >= 1 (got train_stride={self.train_stride!r}, "
+                    f"windows_per_customer={self.windows_per_customer}), otherwise every cut-off is used.")
         if self.refit and self.mode != protocols.ChurnMode.TEMPORAL.value:
             raise ConfigError(f"task.refit=true moves the training labels up to the test cut-off; it needs "
                               f"task.mode=temporal, got task.mode={self.mode!r}.")

@@ -282,6 +282,58 @@ def test_rolling_churn_cutoffs_give_many_labels_before_the_valid_cutoff(store):
     assert not np.array_equal(rows0, rows1)
 
 
+def test_weighted_pick_per_group_follows_the_weights_and_keeps_the_uniform_draws():
+    from attnlab.train.tasks.sampling import pick_per_group
+    off = np.array([0, 5, 9, 10])
+    w = np.array([1, 2, 4, 8, 16, 1, 1, 1, 1, 3], float)
+    first = np.zeros(10)
+    for e in range(6000):
+        picked = pick_per_group(off, 2, np.random.default_rng([0, e, 2]), w)
+        assert np.array_equal(np.bincount(np.repeat([0, 1, 2], [2, 2, 1]), minlength=3),
+                              np.bincount(np.searchsorted(off, picked, side="right") - 1, minlength=3))
+        assert len(set(picked.tolist())) == len(picked)        # distinct within a group
+        first[picked[[0, 2]]] += 1                            # each group's first pick
+    # the first pick of group 0 is member i with probability w_i / sum(w)
+    np.testing.assert_allclose(first[:5] / 6000, w[:5] / w[:5].sum(), atol=0.02)
+    np.testing.assert_allclose(first[5:9] / 6000, 0.25, atol=0.02)
+    # without weights: exactly the draws of the uniform version (earlier runs reproduce)
+    rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
+    np.testing.assert_array_equal(pick_per_group(off, 2, rng_a), pick_per_group(off, 2, rng_b, None))
+    with pytest.raises(ValueError, match="finite positive"):
+        pick_per_group(off, 1, np.random.default_rng(0), np.r_[w[:-1], 0.0])
+
+
+def test_recent_half_life_draws_the_latest_cutoffs_more_often(store):
+    h = "2W"
+    roll = churn_split(store, horizon=h, train_stride="1W")
+    base = {"name": "churn", "horizon": h, "train_stride": "1W", "windows_per_customer": 1}
+    uniform, recent = ChurnTask(base), ChurnTask({**base, "recent_half_life": "1W"})
+    for t in (uniform, recent):
+        t.prepare(store, roll)
+    latest = roll.train.cutoff.max()
+    age = lambda t: np.concatenate([(latest - roll.train.cutoff[t.train_rows(roll, epoch=e, seed=0)])
+                                    for e in range(20)]) / to_duration_seconds("1W")
+    a_uniform, a_recent = age(uniform), age(recent)
+    assert np.median(a_recent) < 0.5 * np.median(a_uniform)
+    # a customer with cut-offs at ages 0, 1, 2, ... weeks draws age 0 about half the time
+    assert 0.35 < np.mean(a_recent == 0) < 0.65
+    assert np.mean(a_uniform == 0) < 0.35
+    assert uniform.cutoff_weights(roll.train.cutoff) is None
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"recent_half_life": "8W", "windows_per_customer": 0}, "needs task.train_stride"),
+    ({"recent_half_life": "8W", "train_stride": None}, "needs task.train_stride"),
+    ({"recent_half_life": "-2W"}, "task.recent_half_life='-2W': duration must be positive"),
+    ({"recent_half_life": "soon"}, "task.recent_half_life"),
+])
+def test_recent_half_life_refuses_settings_where_it_does_nothing(bad, match):
+    from attnlab.train.task_config import ChurnConfig
+    from attnlab.typed_config import ConfigError
+    with pytest.raises(ConfigError, match=match):
+        ChurnConfig.from_dict({"name": "churn", **bad})
+
+
 def test_attention_pooled_churn_head_learns_a_signal_far_back():
     """Label = whether the OLDEST event of a 48-event window is item 1: the head that
     attends over the window learns it (AUC > 0.9 on fresh rows)."""
