@@ -288,7 +288,7 @@ def test_weighted_pick_per_group_follows_the_weights_and_keeps_the_uniform_draws
     w = np.array([1, 2, 4, 8, 16, 1, 1, 1, 1, 3], float)
     first = np.zeros(10)
     for e in range(6000):
-        picked = pick_per_group(off, 2, np.random.default_rng([0, e, 2]), w)
+        picked = pick_per_group(off, 2, np.random.default_rng([0, e, 2]), np.log(w))
         assert np.array_equal(np.bincount(np.repeat([0, 1, 2], [2, 2, 1]), minlength=3),
                               np.bincount(np.searchsorted(off, picked, side="right") - 1, minlength=3))
         assert len(set(picked.tolist())) == len(picked)        # distinct within a group
@@ -296,11 +296,21 @@ def test_weighted_pick_per_group_follows_the_weights_and_keeps_the_uniform_draws
     # the first pick of group 0 is member i with probability w_i / sum(w)
     np.testing.assert_allclose(first[:5] / 6000, w[:5] / w[:5].sum(), atol=0.02)
     np.testing.assert_allclose(first[5:9] / 6000, 0.25, atol=0.02)
-    # without weights: exactly the draws of the uniform version (earlier runs reproduce)
-    rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
-    np.testing.assert_array_equal(pick_per_group(off, 2, rng_a), pick_per_group(off, 2, rng_b, None))
-    with pytest.raises(ValueError, match="finite positive"):
-        pick_per_group(off, 1, np.random.default_rng(0), np.r_[w[:-1], 0.0])
+    # weights thousands of halvings apart (exp underflows to 0) still order: the heaviest wins
+    tiny = -np.log(2.0) * np.array([3000.0, 0.0, 5000.0, 4000.0, 2000.0, 9000, 9000, 0, 9000, 0])
+    for e in range(50):
+        top = pick_per_group(off, 1, np.random.default_rng(e), tiny)
+        assert top[0] == 1 and top[1] == 7
+    # without weights: exactly the draws of the version before weights (uniform keys, a
+    # lexsort by group, the first `per` of each group), so earlier runs reproduce
+    for per in (1, 2, 3):
+        keys = np.random.default_rng(7).random(10)
+        grp = np.repeat(np.arange(3), np.diff(off))
+        order = np.lexsort((keys, grp))
+        old = order[np.arange(10) - np.repeat(off[:-1], np.diff(off)) < per]
+        np.testing.assert_array_equal(pick_per_group(off, per, np.random.default_rng(7)), old)
+    with pytest.raises(ValueError, match="finite numbers"):
+        pick_per_group(off, 1, np.random.default_rng(0), np.r_[np.log(w[:-1]), -np.inf])
 
 
 def test_recent_half_life_draws_the_latest_cutoffs_more_often(store):
@@ -318,7 +328,7 @@ def test_recent_half_life_draws_the_latest_cutoffs_more_often(store):
     # a customer with cut-offs at ages 0, 1, 2, ... weeks draws age 0 about half the time
     assert 0.35 < np.mean(a_recent == 0) < 0.65
     assert np.mean(a_uniform == 0) < 0.35
-    assert uniform.cutoff_weights(roll.train.cutoff) is None
+    assert uniform.cutoff_log_weights(roll.train.cutoff) is None
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -83,7 +83,7 @@ class ChurnTask:
             raise ValueError("churn: the split has no training examples; move the cut-off later.")
         ex = split.train
         self._offsets = np.concatenate([[0], np.flatnonzero(np.diff(ex.customer)) + 1, [len(ex)]]).astype(np.int64)
-        self._weights = self.cutoff_weights(ex.cutoff)
+        self._log_weights = self.cutoff_log_weights(ex.cutoff)
 
         def first_pass_lengths(max_len: int, seed: int) -> np.ndarray:
             first = ex.take(self.train_rows(split, epoch=0, seed=seed))
@@ -99,17 +99,18 @@ class ChurnTask:
         n = len(split.train)
         if not per:
             return np.arange(n)
-        return np.sort(pick_per_group(self._offsets, per, np.random.default_rng([seed, epoch, 2]), self._weights))
+        return np.sort(pick_per_group(self._offsets, per, np.random.default_rng([seed, epoch, 2]), self._log_weights))
 
-    def cutoff_weights(self, cutoffs: np.ndarray) -> np.ndarray | None:
-        """Sampling weight per training row, ``2 ** (-(latest - cutoff) / recent_half_life)``
-        with ``latest`` the latest training cut-off (None = uniform, ``task.recent_half_life``
-        null). The rows nearest the scoring dates are drawn more often."""
-        half_life = protocols.to_duration_seconds(self.cfg.recent_half_life) if self.cfg.recent_half_life else None
-        if half_life is None:
+    def cutoff_log_weights(self, cutoffs: np.ndarray) -> np.ndarray | None:
+        """Log sampling weight per training row, ``-(latest - cutoff) / recent_half_life * ln 2``
+        (weight ``2 ** (-age / half-life)``) with ``latest`` the latest training cut-off;
+        None = uniform (``task.recent_half_life`` null). The rows nearest the scoring dates
+        are drawn more often."""
+        if self.cfg.recent_half_life is None:
             return None
+        half_life = protocols.to_duration_seconds(self.cfg.recent_half_life)
         age = (cutoffs.max() - cutoffs).astype(np.float64)
-        return np.exp2(-age / half_life)
+        return -age / half_life * np.log(2.0)
 
     def steps_per_epoch(self, store: SequenceStore, split: Split, *, max_len: int, batch_size: int,
                         buckets: int = 1, seed: int = 0) -> int:

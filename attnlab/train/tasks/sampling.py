@@ -28,19 +28,21 @@ def sample_target_positions(targets: np.ndarray, n: int, rng: np.random.Generato
 
 
 def pick_per_group(offsets: np.ndarray, per: int, rng: np.random.Generator,
-                   weights: np.ndarray | None = None) -> np.ndarray:
+                   log_weights: np.ndarray | None = None) -> np.ndarray:
     """Up to ``per`` distinct members of each group, uniformly at random or, with
-    ``weights``, without replacement in proportion to them (each member's key is an
-    Exp(1) draw divided by its weight, the smallest keys win: Efraimidis & Spirakis,
-    "Weighted random sampling with a reservoir", IPL 2006; the first pick of a group is
-    member ``i`` with probability ``w_i / sum(w)``).
+    ``log_weights``, without replacement in proportion to ``exp(log_weights)`` (each
+    member's key is an Exp(1) draw divided by its weight, the smallest keys win:
+    Efraimidis & Spirakis, "Weighted random sampling with a reservoir", IPL 2006; the
+    first pick of a group is member ``i`` with probability ``w_i / sum(w)``). Keys are
+    compared as logs, so weights far below float range (thousands of halvings) still
+    order correctly.
 
     Args:
       offsets: ``int64[n_groups + 1]``: group ``g`` is ``[offsets[g], offsets[g + 1])``.
       per: members per group (all of a smaller group).
       rng: seeded by the caller (one draw per member).
-      weights: ``float[n]`` positive weight per member, or None (uniform; the draws of
-        the unweighted version, so earlier runs reproduce).
+      log_weights: ``float[n]`` finite log weight per member, or None (uniform; the draws
+        of the unweighted version, so earlier runs reproduce).
 
     Returns:
       ``int64[k]`` chosen member indices, grouped by group (order inside a group random).
@@ -48,12 +50,14 @@ def pick_per_group(offsets: np.ndarray, per: int, rng: np.random.Generator,
     counts = np.diff(offsets)
     grp = np.repeat(np.arange(len(counts)), counts)
     keys = rng.random(len(grp))
-    if weights is not None:
-        weights = np.asarray(weights, np.float64)
-        if weights.shape != keys.shape or not np.all(np.isfinite(weights)) or np.any(weights <= 0):
-            raise ValueError(f"pick_per_group: weights must be {len(keys)} finite positive numbers "
-                             f"(one per member), got shape {weights.shape}")
-        keys = -np.log1p(-keys) / weights   # Exp(1) / w
+    if log_weights is not None:
+        log_weights = np.asarray(log_weights, np.float64)
+        if log_weights.shape != keys.shape or not np.all(np.isfinite(log_weights)):
+            raise ValueError(f"pick_per_group: log_weights must be {len(keys)} finite numbers (one per "
+                             f"member), got shape {log_weights.shape}"
+                             + ("" if log_weights.shape != keys.shape else " with non-finite values"))
+        with np.errstate(divide="ignore"):   # u = 0 gives log(0) = -inf: first, as Exp(1) = 0 would be
+            keys = np.log(-np.log1p(-keys)) - log_weights   # log(Exp(1) / w)
     order = np.lexsort((keys, grp))
     rank = np.arange(len(grp)) - np.repeat(offsets[:-1], counts)
     return order[rank < per]
