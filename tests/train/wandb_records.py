@@ -29,6 +29,8 @@ def read_records(path: str | Path) -> list[pb.Record]:
             pos += room
             continue
         _crc, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
+        if pos + HEADER + length > len(data):
+            break  # the writer is mid-chunk (a file read while W&B still writes it): not a record yet
         chunk = data[pos + HEADER:pos + HEADER + length]
         pos += HEADER + length
         if kind == 0 and length == 0:
