@@ -54,8 +54,8 @@ def pick_per_group(offsets: np.ndarray, per: int, rng: np.random.Generator,
         log_weights = np.asarray(log_weights, np.float64)
         if log_weights.shape != keys.shape or not np.all(np.isfinite(log_weights)):
             raise ValueError(f"pick_per_group: log_weights must be {len(keys)} finite numbers (one per "
-                             f"member), got shape {log_weights.shape}"
-                             + ("" if log_weights.shape != keys.shape else " with non-finite values"))
+                             f"member), got shape {log_weights.shape}, {int((~np.isfinite(log_weights)).sum())} "
+                             f"non-finite")
         with np.errstate(divide="ignore"):   # u = 0 gives log(0) = -inf: first, as Exp(1) = 0 would be
             keys = np.log(-np.log1p(-keys)) - log_weights   # log(Exp(1) / w)
     order = np.lexsort((keys, grp))
