@@ -73,7 +73,16 @@ CDNOW_PAPER_PARAMS = BGNBDParams(r=0.243, alpha=4.414, a=0.793, b=2.426)
 
 
 def bgnbd_summary(store: SequenceStore, examples: Examples) -> pd.DataFrame:
-    """``x``, ``t_x``, ``T`` (weeks) of each example's visible history (see module doc).
+    """``x``, ``t_x``, ``T`` (weeks) of each example's visible history (see module doc);
+    :func:`bgnbd_stats` of the examples' histories and cut-offs."""
+    starts = np.asarray(store.offsets, dtype=np.int64)[np.asarray(examples.customer, dtype=np.int64)]
+    return bgnbd_stats(store, starts, examples.end, examples.cutoff)
+
+
+def bgnbd_stats(store: SequenceStore, starts: np.ndarray, ends: np.ndarray, cutoffs: np.ndarray) -> pd.DataFrame:
+    """``x``, ``t_x``, ``T`` (weeks) of each row's history ``store[start:end]`` seen from
+    ``cutoff``; ``start`` is the customer's first event (``offsets[c]``) and every event
+    before ``end`` must be before ``cutoff``.
 
     Only ``PURCHASE`` events in ``store[offsets[c]:end]`` count (item ids not needed).
     An example without a visible purchase gets ``x = t_x = T = 0`` (a customer who
@@ -84,8 +93,8 @@ def bgnbd_summary(store: SequenceStore, examples: Examples) -> pd.DataFrame:
       DataFrame ``[m]`` with float64 columns ``x``, ``t_x``, ``T`` and int
       ``n_purchase_days``.
     """
-    starts = np.asarray(store.offsets, dtype=np.int64)[examples.customer]
-    ends = np.asarray(examples.end, dtype=np.int64)
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.asarray(ends, dtype=np.int64)
     pidx = np.flatnonzero(np.asarray(store.event_type) == EventType.PURCHASE)
     day = np.asarray(store.time)[pidx] // DAY
     cust = np.searchsorted(np.asarray(store.offsets), pidx, side="right") - 1
@@ -97,7 +106,7 @@ def bgnbd_summary(store: SequenceStore, examples: Examples) -> pd.DataFrame:
     has = n_days > 0
     first = np.where(has, day[np.minimum(k0, len(day) - 1)] if len(day) else 0, 0)
     last = np.where(has, day[np.maximum(k1 - 1, 0)] if len(day) else 0, 0)
-    obs_day = (np.asarray(examples.cutoff, dtype=np.int64) - 1) // DAY
+    obs_day = (np.asarray(cutoffs, dtype=np.int64) - 1) // DAY
     x = np.maximum(n_days - 1, 0).astype(np.float64)
     t_x = np.where(has, (last - first) / WEEK_DAYS, 0.0)
     big_t = np.where(has, (obs_day - first) / WEEK_DAYS, 0.0)
@@ -250,6 +259,23 @@ def prob_no_purchase(params: BGNBDParams, horizon_weeks, x, t_x, big_t) -> np.nd
     pa = p_alive(params, x, t_x, big_t)
     quiet = np.exp((r + x) * (np.log(alpha + big_t) - np.log(alpha + big_t + h)))
     return np.clip(1.0 - pa + pa * quiet, 0.0, 1.0)
+
+
+#: what :func:`bgnbd_quantities` returns, in column order
+QUANTITIES = ("p_alive", "p_no_purchase", "expected_purchases")
+
+
+def bgnbd_quantities(params: BGNBDParams, horizon_weeks: float, x, t_x, big_t) -> np.ndarray:
+    """``float64[m, 3]``: :data:`QUANTITIES` (P(alive), P(no purchase in the horizon),
+    expected purchases in the horizon) of each row's calibration statistics; NaN where a
+    quantity is not finite. The features ``hgb`` and the churn head's history summary
+    read (one definition)."""
+    with np.errstate(all="ignore"):
+        out = np.stack([p_alive(params, x, t_x, big_t),
+                        prob_no_purchase(params, horizon_weeks, x, t_x, big_t),
+                        expected_purchases(params, horizon_weeks, x, t_x, big_t)], axis=1)
+    out[~np.isfinite(out)] = np.nan
+    return out
 
 
 # ----------------------------------------------------------------------------- simulation

@@ -29,8 +29,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from attnlab.baselines.bgnbd import (WEEK_DAYS, BGNBDParams, bgnbd_summary, expected_purchases,
-                                     fit_bgnbd, p_alive, prob_no_purchase)
+from attnlab.baselines.bgnbd import WEEK_DAYS, BGNBDParams, bgnbd_quantities, bgnbd_summary, fit_bgnbd
 from attnlab.baselines.rfm import FEATURES as RFM_FEATURES
 from attnlab.baselines.rfm import rfm_features
 from attnlab.data.sequences import SequenceStore
@@ -73,12 +72,7 @@ def churn_features(store: SequenceStore, examples: Examples, *, params: BGNBDPar
     x, t_x, big_t = (s[c].to_numpy(np.float64) for c in ("x", "t_x", "T"))
     model = np.full((len(examples), 3), np.nan)
     if params is not None:
-        h = horizon_days / WEEK_DAYS
-        with np.errstate(all="ignore"):
-            model = np.stack([p_alive(params, x, t_x, big_t),
-                              prob_no_purchase(params, h, x, t_x, big_t),
-                              expected_purchases(params, h, x, t_x, big_t)], axis=1)
-        model[~np.isfinite(model)] = np.nan
+        model = bgnbd_quantities(params, horizon_days / WEEK_DAYS, x, t_x, big_t)
         model[s["n_purchase_days"].to_numpy() == 0] = np.nan  # BG/NBD starts at a first purchase
     return np.column_stack([rfm, x, t_x, big_t, s["n_purchase_days"].to_numpy(np.float64), model])
 

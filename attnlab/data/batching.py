@@ -15,6 +15,7 @@ Targets never come from at or after ``train_end`` (see :func:`next_basket_target
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -42,8 +43,8 @@ class Batch:
       targets: int32 per-position training target item (0 = none), or None.
       mem_item, mem_count, mem_time: the history memory (:func:`history_memory`),
         ``[batch, K]``, or None when the batch was made with ``memory=0``.
-      summary: float32 ``[batch, SUMMARY_FEATURES]`` whole-history RFM summary
-        (:func:`history_summary`), or None when the batch was made with ``summary=False``.
+      summary: float32 ``[batch, S]`` whole-history RFM summary (:func:`history_summary`;
+        ``S = SummarySpec.width``), or None when the batch was made with ``summary=False``.
     """
 
     item: np.ndarray
@@ -101,7 +102,7 @@ def make_batch(
     max_len: int,
     targets: np.ndarray | None = None,
     memory: int = 0,
-    summary: bool | str = False,
+    summary: "bool | str | SummarySpec" = False,
 ) -> Batch:
     """Gather a padded batch.
 
@@ -119,8 +120,8 @@ def make_batch(
       memory: ``K > 0`` adds the history memory of the events before the window
         (:func:`history_memory`), with times on the same reference as ``time``.
       summary: add the whole visible history's RFM summary (:func:`history_summary`),
-        measured from the same reference as ``time``: a form name (``"rates"``,
-        ``"counts"``), True for the default form, False for none.
+        measured from the same reference as ``time``: a :class:`SummarySpec`, a form name
+        (``"rates"``, ``"counts"``), True for the default form, False for none.
     """
     customers = np.asarray(customers, dtype=np.int64)
     ends = np.asarray(ends, dtype=np.int64)
@@ -154,9 +155,10 @@ def make_batch(
         ref = cut[:, 0]
         mem = dict(mem_item=mi, mem_count=mc,
                    mem_time=np.where(mi > 0, (mt - ref[:, None]) / SECONDS_PER_DAY, 0.0).astype(np.float32))
-    if summary:
-        mem["summary"] = history_summary(store, starts, ends, cut[:, 0], firsts=ends - lengths,
-                                         form=DEFAULT_SUMMARY_FORM if summary is True else str(summary))
+    if summary is not False and summary is not None:
+        spec = SummarySpec.of(summary)
+        mem["summary"] = history_summary(store, starts, ends, cut[:, 0], firsts=ends - lengths, form=spec.form,
+                                         bgnbd=spec.bgnbd, horizon_weeks=spec.horizon_weeks)
     return Batch(
         item=take(store.item, np.int32),
         event_type=take(store.event_type, np.int32),
@@ -187,10 +189,58 @@ SUMMARY_FORMS: dict[str, tuple[str, ...]] = {
 DEFAULT_SUMMARY_FORM = "rates"
 SUMMARY_FEATURES = SUMMARY_FORMS[DEFAULT_SUMMARY_FORM]
 assert len({len(v) for v in SUMMARY_FORMS.values()}) == 1
+#: the columns ``bgnbd`` adds after the form's (``task.summary_bgnbd``)
+BGNBD_FEATURES = ("p_alive", "p_no_purchase", "log1p_expected_purchases")
+
+
+@dataclasses.dataclass(frozen=True)
+class SummarySpec:
+    """How :func:`make_batch` builds the churn head's whole-history summary.
+
+    Attributes:
+      form: a :data:`SUMMARY_FORMS` name.
+      bgnbd: BG/NBD parameters (:class:`attnlab.baselines.bgnbd.BGNBDParams`) fitted on
+        the training examples' histories, or None. With them the summary also carries
+        :data:`BGNBD_FEATURES` of each row's history at its reference time: what the
+        BG/NBD baseline predicts, as ``hgb`` reads it.
+      horizon_weeks: the label window in weeks (needed with ``bgnbd``).
+    """
+
+    form: str = DEFAULT_SUMMARY_FORM
+    bgnbd: Any = None
+    horizon_weeks: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_form(self.form)
+        if self.bgnbd is not None and not (self.horizon_weeks or 0) > 0:
+            raise ValueError(f"SummarySpec: the BG/NBD columns need horizon_weeks > 0, got {self.horizon_weeks!r}")
+
+    @property
+    def width(self) -> int:
+        """Columns of the summary (the churn head's input width)."""
+        return summary_width(bgnbd=self.bgnbd is not None)
+
+    @classmethod
+    def of(cls, summary: "bool | str | SummarySpec") -> "SummarySpec":
+        """A spec from :func:`make_batch`'s ``summary`` argument (True: the default form)."""
+        if isinstance(summary, cls):
+            return summary
+        return cls() if summary is True else cls(form=str(summary))
+
+
+def _check_form(form: str) -> None:
+    if form not in SUMMARY_FORMS:
+        raise ValueError(f"history_summary: form must be one of {sorted(SUMMARY_FORMS)}, got {form!r}")
+
+
+def summary_width(*, bgnbd: bool) -> int:
+    """Columns of a history summary, with or without the BG/NBD ones."""
+    return len(SUMMARY_FEATURES) + (len(BGNBD_FEATURES) if bgnbd else 0)
 
 
 def history_summary(store: SequenceStore, starts: np.ndarray, ends: np.ndarray, ref: np.ndarray,
-                    firsts: np.ndarray | None = None, *, form: str = DEFAULT_SUMMARY_FORM) -> np.ndarray:
+                    firsts: np.ndarray | None = None, *, form: str = DEFAULT_SUMMARY_FORM,
+                    bgnbd: Any = None, horizon_weeks: float | None = None) -> np.ndarray:
     """RFM summary of each row's whole visible history ``[starts, ends)``, seen from ``ref``.
 
     The churn baselines (RFM, BG/NBD, ``hgb``) read a customer's frequency, tenure and
@@ -208,15 +258,21 @@ def history_summary(store: SequenceStore, starts: np.ndarray, ends: np.ndarray, 
       each row's first window event; 0 when None), purchase baskets, tenure, recency,
       mean basket value.
 
+    ``bgnbd`` (BG/NBD parameters fitted on training histories, see :class:`SummarySpec`)
+    appends :data:`BGNBD_FEATURES`: P(alive), P(no purchase within ``horizon_weeks``) and
+    ``log1p`` of the expected purchases in it (:func:`attnlab.baselines.bgnbd.bgnbd_quantities`,
+    the ``hgb`` baseline's features), each row's history seen from ``ref``. A row whose
+    quantities are not finite is an error naming it (the BG/NBD formulas are finite for
+    every history with finite parameters).
+
     Only events before ``ends`` are read.
 
     Returns:
-      ``float32[m, len(SUMMARY_FEATURES)]``.
+      ``float32[m, summary_width(bgnbd=bgnbd is not None)]``.
     """
     from attnlab.data.rfm import rfm_from_ranges   # the baselines' definitions (imports the splits)
 
-    if form not in SUMMARY_FORMS:
-        raise ValueError(f"history_summary: form must be one of {sorted(SUMMARY_FORMS)}, got {form!r}")
+    _check_form(form)
     starts = np.asarray(starts, np.int64)
     ends = np.asarray(ends, np.int64)
     rfm = rfm_from_ranges(store, starts, ends, np.asarray(ref, np.int64))
@@ -229,7 +285,29 @@ def history_summary(store: SequenceStore, starts: np.ndarray, ends: np.ndarray, 
         days = np.maximum(tenure, 1.0)              # at least a day: a first purchase on the cut-off day
         per_basket = days / np.maximum(freq, 1.0)
         cols = (30.0 * events / days, recency / per_basket, 30.0 * freq / days, per_basket, recency, rfm["monetary"])
-    return np.log1p(np.stack([np.asarray(c, np.float64) for c in cols], axis=1).clip(min=0)).astype(np.float32)
+    out = np.log1p(np.stack([np.asarray(c, np.float64) for c in cols], axis=1).clip(min=0))
+    if bgnbd is not None:
+        out = np.concatenate([out, _bgnbd_columns(store, starts, ends, ref, bgnbd, horizon_weeks)], axis=1)
+    return out.astype(np.float32)
+
+
+def _bgnbd_columns(store: SequenceStore, starts: np.ndarray, ends: np.ndarray, ref: np.ndarray, params: Any,
+                   horizon_weeks: float | None) -> np.ndarray:
+    """:data:`BGNBD_FEATURES` of each row (float64 ``[m, 3]``)."""
+    from attnlab.baselines.bgnbd import bgnbd_quantities, bgnbd_stats   # the baseline's definitions
+
+    if not (horizon_weeks or 0) > 0:
+        raise ValueError(f"history_summary: the BG/NBD columns need horizon_weeks > 0, got {horizon_weeks!r}")
+    st = bgnbd_stats(store, starts, ends, np.asarray(ref, np.int64))
+    q = bgnbd_quantities(params, float(horizon_weeks), st["x"], st["t_x"], st["T"])
+    bad = ~np.isfinite(q).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"history_summary: BG/NBD quantities are not finite for {int(bad.sum())} row(s), e.g. "
+                         f"row {i} (x={st['x'].iloc[i]}, t_x={st['t_x'].iloc[i]:.2f}, T={st['T'].iloc[i]:.2f} weeks) "
+                         f"under {params}; refit the parameters or set task.summary_bgnbd=false.")
+    q[:, 2] = np.log1p(np.maximum(q[:, 2], 0.0))
+    return q
 
 
 def history_memory(store: SequenceStore, starts: np.ndarray, firsts: np.ndarray, *, k: int,

@@ -38,6 +38,7 @@ class ModelConfig(TypedConfig):
     churn_pool: str = "attention"    # churn head: last | attention (the cut-off state attends over the window)
     history_memory: int = 64         # copy head: also point at the K most purchased items older than the window
     history_summary: bool = False    # churn head: also read the whole history's RFM summary (frequency, tenure, recency)
+    summary_bgnbd: bool = False      # ... and BG/NBD's P(alive), P(no purchase), expected purchases (the task's key)
     item_head: str = "copy"          # copy (pointer over the history + catalogue softmax) | softmax (plain SASRec)
     gap_buckets: int = 0             # > 0: a learned embedding of the bucketed gap to the previous event
     attention: dict[str, Any] | None = None  # the attention layer's options (attention families)

@@ -193,7 +193,8 @@ class ChurnHead(nnx.Module):
                 got = None if summary is None else summary.shape[-1]
                 raise ValueError(f"this churn head reads a {self.summary}-feature history summary (model."
                                  f"history_summary=true), got {got}: build the inputs with make_batch(..., "
-                                 "summary=True).")
+                                 "summary=...), with the BG/NBD columns exactly when model.summary_bgnbd=true "
+                                 "(task.summary_bgnbd sets both).")
             state = state + self.summary_out(jax.nn.gelu(self.summary_in(summary)))
         if self.query is None:
             return self.proj(state)[..., 0]

@@ -178,5 +178,6 @@ def build_model(model_cfg: ModelConfig | Mapping[str, Any], *, n_items: int, see
         churn_pool=cfg.churn_pool,
         history_memory=cfg.history_memory,
         history_summary=bool(cfg.history_summary),
+        summary_bgnbd=bool(cfg.summary_bgnbd),
         rngs=nnx.Rngs(params=seed),
     )

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attnlab.data.batching import SUMMARY_FEATURES
+from attnlab.data.batching import summary_width
 from attnlab.models.encoder import EncoderMode, EventEncoder
 
 from attnlab.models.heads import (
@@ -71,6 +71,8 @@ class SequenceModel(nnx.Module):
         :func:`attnlab.data.batching.make_batch`); 0 = off.
       history_summary: the churn head also reads the whole history's RFM summary
         (inputs then carry ``summary``, see :func:`attnlab.data.batching.history_summary`).
+      summary_bgnbd: that summary also carries the BG/NBD columns
+        (:data:`attnlab.data.batching.BGNBD_FEATURES`; ``task.summary_bgnbd``).
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class SequenceModel(nnx.Module):
         churn_pool: str = "last",
         history_memory: int = 0,
         history_summary: bool = False,
+        summary_bgnbd: bool = False,
         rngs: nnx.Rngs,
     ):
         self.n_items = n_items
@@ -99,8 +102,12 @@ class SequenceModel(nnx.Module):
         self.backbone = backbone_factory(rngs)
         self.final_norm = nnx.LayerNorm(d_model, rngs=rngs)
         self.catalogue = CatalogueHead(n_items, rngs=rngs)
-        self.churn = ChurnHead(d_model, pool=churn_pool, summary=len(SUMMARY_FEATURES) if history_summary else 0,
-                               rngs=rngs)
+        if summary_bgnbd and not history_summary:
+            raise ValueError("model.summary_bgnbd=true adds BG/NBD columns to the churn head's history summary, "
+                             "but model.history_summary=false: set model.history_summary=true or "
+                             "model.summary_bgnbd=false.")
+        self.churn = ChurnHead(d_model, pool=churn_pool,
+                               summary=summary_width(bgnbd=bool(summary_bgnbd)) if history_summary else 0, rngs=rngs)
         #: whether the churn head reads the history summary (inputs built with ``summary=True``)
         self.history_summary = bool(history_summary)
         self.item_head = ItemHead(item_head)

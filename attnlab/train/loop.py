@@ -584,6 +584,9 @@ def training_signal(model, task, state: TrainState, *, init_bias: str = "log_pop
 
     out = {"steps": state.step, "targets": state.train_targets,
            "targets_per_step": float(state.train_targets) / max(state.step, 1)}
+    spec = getattr(task, "summary", None)
+    if spec is not None and spec.bgnbd is not None:   # churn, task.summary_bgnbd: the columns' BG/NBD parameters
+        out["summary_bgnbd_params"] = {k: float(v) for k, v in zip(("r", "alpha", "a", "b"), spec.bgnbd.as_tuple())}
     if getattr(task, "dropped_pairs", None) is not None:   # task.targets: basket, pairs over a row's width
         out["dropped_target_pairs"] = int(task.dropped_pairs)
     if task.target_counts is not None:

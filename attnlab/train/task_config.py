@@ -132,6 +132,7 @@ class ChurnConfig(TypedConfig):
     recent_half_life: str | int | None = None   # a pass draws a customer's cut-offs with weight 2^(-age / half-life), age before the latest training cut-off; null = uniform
     history_summary: bool = True      # the model's default: the churn head also reads the whole history's RFM summary
     summary_form: str = DEFAULT_SUMMARY_FORM   # rates: per-30-day rates, overdue ratio (stationary over cut-offs) | counts: the first version
+    summary_bgnbd: bool = False       # the summary also carries BG/NBD's P(alive), P(no purchase), expected purchases (parameters fitted on the training histories)
     refit: bool = False               # temporal: train on the labels up to the test cut-off for trainer.max_epochs passes
     baselines: tuple[str, ...] = ("recency_frequency", "rfm", "bgnbd")
 
@@ -147,6 +148,10 @@ class ChurnConfig(TypedConfig):
                     f"cut-offs a pass draws; it needs task.train_stride (rolling cut-offs) and "
                     f"task.windows_per_customer >= 1 (got train_stride={self.train_stride!r}, "
                     f"windows_per_customer={self.windows_per_customer}), otherwise every cut-off is used.")
+        if self.summary_bgnbd and not self.history_summary:
+            raise ConfigError("task.summary_bgnbd=true adds BG/NBD columns to the churn head's history summary, "
+                              "but task.history_summary=false: set task.history_summary=true or "
+                              "task.summary_bgnbd=false.")
         if self.refit and self.mode != protocols.ChurnMode.TEMPORAL.value:
             raise ConfigError(f"task.refit=true moves the training labels up to the test cut-off; it needs "
                               f"task.mode=temporal, got task.mode={self.mode!r}.")

@@ -683,3 +683,119 @@ def test_churn_task_builds_the_configured_summary_form(store, form, monkeypatch)
     seen.clear()
     probs = task.model_scores(model, max_len=8, batch_size=4)(store, split.valid.take(np.arange(6)))
     assert len(probs) == 6 and seen and set(seen) == {form}   # scoring measures the summary the same way
+
+
+# ------------------------------------------------------------------ BG/NBD columns of the summary
+
+
+def test_summary_bgnbd_columns_are_the_hgb_baselines_features(store):
+    """With BG/NBD parameters the summary appends P(alive), P(no purchase in the horizon)
+    and log1p(expected purchases): the same numbers ``hgb`` reads for the same examples."""
+    from attnlab.baselines.gbm import FEATURE_NAMES, churn_features, fit_bgnbd_params
+    from attnlab.data.batching import BGNBD_FEATURES, SUMMARY_FEATURES, SummarySpec, history_summary
+
+    split = churn_split(store, horizon="2W", mode="temporal", train_stride="1W")
+    params = fit_bgnbd_params(store, split.train)
+    assert params is not None
+    ex = split.test
+    spec = SummarySpec(bgnbd=params, horizon_weeks=2.0)
+    b = make_batch(store, customers=ex.customer, ends=ex.end, cutoffs=ex.cutoff, max_len=8, summary=spec)
+    assert b.summary.shape == (len(ex), len(SUMMARY_FEATURES) + len(BGNBD_FEATURES)) == (len(ex), spec.width)
+    plain = make_batch(store, customers=ex.customer, ends=ex.end, cutoffs=ex.cutoff, max_len=8, summary=True)
+    np.testing.assert_array_equal(b.summary[:, :len(SUMMARY_FEATURES)], plain.summary)   # the form's columns first
+    f = churn_features(store, ex, params=params, horizon_days=14.0)
+    col = {n: f[:, FEATURE_NAMES.index(n)] for n in ("p_alive", "p_no_purchase", "expected_purchases")}
+    has = ~np.isnan(col["p_alive"])   # hgb leaves a history without a purchase missing (NaN)
+    assert has.sum() > 10
+    got = b.summary[:, len(SUMMARY_FEATURES):]
+    np.testing.assert_allclose(got[has, 0], col["p_alive"][has], rtol=1e-5)
+    np.testing.assert_allclose(got[has, 1], col["p_no_purchase"][has], rtol=1e-5)
+    np.testing.assert_allclose(got[has, 2], np.log1p(col["expected_purchases"][has]), rtol=1e-5)
+    assert 0.0 < got[:, 1].mean() < 1.0 and np.ptp(got[:, 2]) > 0.1    # informative, not constant
+    # direct call: the same columns; a spec without a horizon is refused
+    direct = history_summary(store, np.asarray(store.offsets)[ex.customer], ex.end, ex.cutoff,
+                             bgnbd=params, horizon_weeks=2.0)
+    np.testing.assert_allclose(direct, b.summary, rtol=1e-6)
+    with pytest.raises(ValueError, match="horizon_weeks"):
+        SummarySpec(bgnbd=params)
+
+
+def test_summary_bgnbd_never_reads_events_at_or_after_the_end(store):
+    """Rewriting every event from each example's end on leaves its BG/NBD columns
+    unchanged (the parameters fixed): no label-window leakage through them."""
+    from attnlab.baselines.gbm import fit_bgnbd_params
+    from attnlab.data.batching import SummarySpec
+
+    split = churn_split(store, horizon="2W", mode="temporal", train_stride="1W")
+    spec = SummarySpec(bgnbd=fit_bgnbd_params(store, split.train), horizon_weeks=2.0)
+    ex = split.test.take(np.arange(min(40, len(split.test))))
+    a = make_batch(store, customers=ex.customer, ends=ex.end, cutoffs=ex.cutoff, max_len=8, summary=spec)
+    future = np.zeros(store.n_events, bool)
+    for c, e in zip(ex.customer, ex.end):
+        future[e:np.asarray(store.offsets)[c + 1]] = True
+    assert future.any()
+    from attnlab.data.schema import EventType
+    changed = dataclasses.replace(   # every future event a purchase, on a day of its own
+        store, event_type=np.where(future, EventType.PURCHASE, np.asarray(store.event_type)).astype(
+            np.asarray(store.event_type).dtype),
+        value=np.where(future, 1e6, np.asarray(store.value)).astype(np.float32))
+    b = make_batch(changed, customers=ex.customer, ends=ex.end, cutoffs=ex.cutoff, max_len=8, summary=spec)
+    np.testing.assert_array_equal(a.summary, b.summary)
+
+
+def test_churn_task_fits_the_bgnbd_columns_on_training_histories_only(store, monkeypatch):
+    """``task.summary_bgnbd``: ``prepare`` fits the parameters on ``split.train`` (the
+    histories before the training cut-offs), every training and scoring batch carries the
+    columns, and a model built with ``summary_bgnbd`` reads them (one without refuses)."""
+    import attnlab.train.tasks.churn as churn_mod
+    from attnlab.baselines.gbm import fit_bgnbd_params
+    from attnlab.data.batching import SUMMARY_FEATURES, summary_width
+    from attnlab.train.tasks.churn import ChurnTask
+
+    fitted_on = []
+    monkeypatch.setattr(churn_mod, "fit_bgnbd_params", lambda s, ex: fitted_on.append(ex) or fit_bgnbd_params(s, ex))
+    task = ChurnTask({"name": "churn", "horizon": "2W", "train_stride": "1W", "summary_bgnbd": True})
+    split = task.split(store, seed=0)
+    with pytest.raises(RuntimeError, match="prepare"):
+        task.model_scores(None, max_len=8, batch_size=4)
+    task.prepare(store, split)
+    assert len(fitted_on) == 1 and fitted_on[0] is split.train
+    assert split.train.cutoff.max() <= split.valid.cutoff.min()
+    assert task.summary.horizon_weeks == 2.0 and task.summary.bgnbd == fit_bgnbd_params(store, split.train)
+    inputs, _ = next(iter(task.train_batches(store, split, max_len=8, batch_size=4, epoch=0, seed=0)))
+    assert inputs["summary"].shape[1] == summary_width(bgnbd=True) == len(SUMMARY_FEATURES) + 3
+    cfg = {"name": "vanilla", "item_head": "softmax", "history_memory": 0, "d_model": 16, "n_layers": 1,
+           "n_heads": 2, "max_len": 8, "dropout": 0.0, "encoder": "cutoff_relative", "history_summary": True}
+    model = build_model({**cfg, "summary_bgnbd": True}, n_items=store.n_items, seed=0)
+    probs = task.model_scores(model, max_len=8, batch_size=4)(store, split.valid.take(np.arange(6)))
+    assert probs.shape == (6,) and np.isfinite(probs).all()
+    x = {k: v for k, v in inputs.items()}
+    moved = np.asarray(model.churn_logit({**x, "summary": x["summary"] + np.eye(x["summary"].shape[1])[-1]}))
+    assert np.abs(np.asarray(model.churn_logit(x)) - moved).min() > 1e-5   # the last BG/NBD column is read
+    with pytest.raises(ValueError, match="summary_bgnbd"):
+        build_model(cfg, n_items=store.n_items, seed=0).churn_logit(x)
+    with pytest.raises(ValueError, match="model.history_summary=true"):
+        build_model({**cfg, "history_summary": False, "summary_bgnbd": True}, n_items=store.n_items, seed=0)
+
+
+def test_summary_bgnbd_config_refusals_and_a_run_files_its_parameters(tmp_path):
+    """Without the summary there is nothing to add columns to (a config error before any
+    work); a tiny run with the columns trains, scores and files the fitted parameters; an
+    old result's config (no such key) hashes as the key's default."""
+    from attnlab.results import config_hash
+    from attnlab.typed_config import ConfigError
+
+    with pytest.raises(ConfigError, match="task.summary_bgnbd"):
+        train_and_evaluate(tiny(tmp_path / "a", "task=churn", "task.horizon=2W", "task.history_summary=false",
+                                "task.summary_bgnbd=true"))
+    result = train_and_evaluate(tiny(tmp_path / "b", "task=churn", "task.horizon=2W", "task.summary_bgnbd=true",
+                                     "trainer.max_steps=6"))
+    assert 0.0 <= result.metrics["model"]["auc"] <= 1.0
+    params = result.provenance["training_signal"]["summary_bgnbd_params"]
+    assert set(params) == {"r", "alpha", "a", "b"} and all(v > 0 for v in params.values())
+    cfg = dict(result.config)
+    on = config_hash(cfg)
+    off = {**cfg, "task": {**cfg["task"], "summary_bgnbd": False}, "model": {**cfg["model"], "summary_bgnbd": False}}
+    old = {**off, "task": {k: v for k, v in off["task"].items() if k != "summary_bgnbd"},
+           "model": {k: v for k, v in off["model"].items() if k != "summary_bgnbd"}}
+    assert config_hash(off) == config_hash(old) != on

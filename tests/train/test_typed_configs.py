@@ -65,7 +65,7 @@ MODEL_FILES = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
 @pytest.mark.parametrize("name", MODEL_FILES)
 def test_model_yaml_states_the_dataclass_and_layer_defaults(name):
     """Every key of configs/model/<family>.yaml is a ModelConfig field with the same value
-    (``encoder`` is ``${task.encoder}`` and ``history_summary`` the task's too), and the family's options equal
+    (``encoder`` is ``${task.encoder}``, ``history_summary`` and ``summary_bgnbd`` the task's too), and the family's options equal
     the defaults in its layer's / backbone's signature: no default is written twice with
     two values."""
     import inspect
@@ -82,8 +82,8 @@ def test_model_yaml_states_the_dataclass_and_layer_defaults(name):
         if key == "encoder":
             assert value == "${task.encoder}"
             continue
-        if key == "history_summary":   # the task's choice (churn: true), else the dataclass default
-            assert value == "${oc.select:task.history_summary,false}" and code[key] is False
+        if key in ("history_summary", "summary_bgnbd"):   # the task's choice (churn: true), else the dataclass default
+            assert value == f"${{oc.select:task.{key},false}}" and code[key] is False
             continue
         assert value == pytest.approx(code[key]) if isinstance(value, float) else value == code[key], (key, value)
     assert yaml["name"] == name

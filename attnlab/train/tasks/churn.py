@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,9 +12,11 @@ import numpy as np
 import optax
 from flax import nnx
 
+from attnlab.baselines.bgnbd import WEEK_DAYS
+from attnlab.baselines.gbm import fit_bgnbd_params
 from attnlab.baselines.registry import CHURN, FittedBaseline, churn_baselines
 from attnlab.data import splits as protocols
-from attnlab.data.batching import make_batch, window_lengths
+from attnlab.data.batching import SummarySpec, make_batch, window_lengths
 from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples, Split
 from attnlab.eval import evaluate as evaluation
@@ -22,6 +25,8 @@ from attnlab.train.tasks.common import (
     BucketPlans, check_baselines, pad_rows, predictor, round_rows, typed, window_batches,
 )
 from attnlab.train.tasks.sampling import pick_per_group
+
+log = logging.getLogger(__name__)
 
 
 class ChurnTask:
@@ -82,6 +87,7 @@ class ChurnTask:
         if split.train is None or len(split.train) == 0:
             raise ValueError("churn: the split has no training examples; move the cut-off later.")
         ex = split.train
+        self.summary = self.summary_spec(store, split)
         self._offsets = np.concatenate([[0], np.flatnonzero(np.diff(ex.customer)) + 1, [len(ex)]]).astype(np.int64)
         self._log_weights = self.cutoff_log_weights(ex.cutoff)
 
@@ -90,6 +96,32 @@ class ChurnTask:
             return window_lengths(store, first.customer, first.end, max_len)
 
         self.plans = BucketPlans(first_pass_lengths)
+
+    def summary_spec(self, store: SequenceStore, split: Split) -> SummarySpec:
+        """The history summary every batch of this split carries: ``task.summary_form``
+        and, with ``task.summary_bgnbd``, BG/NBD parameters fitted by maximum likelihood on
+        the training examples' visible histories (labels unused; the fit ``hgb`` uses,
+        :func:`attnlab.baselines.gbm.fit_bgnbd_params`), so validation and test rows are
+        scored under parameters that saw no event after their training cut-offs."""
+        if not self.cfg.summary_bgnbd:
+            return SummarySpec(form=self.cfg.summary_form)
+        params = fit_bgnbd_params(store, split.train)
+        if params is None:
+            raise ValueError("task.summary_bgnbd=true: BG/NBD cannot be fitted on the training histories (no "
+                             "training example has a repeat purchase before its cut-off); set "
+                             "task.summary_bgnbd=false.")
+        horizon_weeks = protocols.to_duration_seconds(self.cfg.horizon) / (86400.0 * WEEK_DAYS)
+        log.info("churn summary: BG/NBD columns under %s (fitted on %d training histories)", params, len(split.train))
+        return SummarySpec(form=self.cfg.summary_form, bgnbd=params, horizon_weeks=horizon_weeks)
+
+    def _summary(self) -> SummarySpec:
+        spec = getattr(self, "summary", None)
+        if spec is None:
+            if self.cfg.summary_bgnbd:
+                raise RuntimeError("task.summary_bgnbd=true: ChurnTask.prepare(store, split) fits the BG/NBD "
+                                   "columns' parameters and must run before batches are built.")
+            return SummarySpec(form=self.cfg.summary_form)
+        return spec
 
     def train_rows(self, split: Split, *, epoch: int, seed: int) -> np.ndarray:
         """Rows of ``split.train`` used in one pass: ``windows_per_customer`` distinct
@@ -137,7 +169,7 @@ class ChurnTask:
         for sel, length, rows in window_batches(len(ex), batch_size=batch_size, max_len=max_len, plan=plan,
                                                 lengths=lengths, rng=np.random.default_rng([seed, epoch])):
             b = make_batch(store, customers=ex.customer[sel], ends=ex.end[sel], cutoffs=ex.cutoff[sel],
-                           max_len=length, summary=self.cfg.summary_form)
+                           max_len=length, summary=self._summary())
             rows = round_rows(rows, row_multiple)
             labels = np.full(rows, -1.0, np.float32)  # -1 marks padded rows
             labels[: len(sel)] = ex.label[sel]
@@ -163,4 +195,4 @@ class ChurnTask:
             return jax.nn.sigmoid(model.churn_logit(inputs))
 
         return predictor(probs, model, max_len=max_len, batch_size=batch_size, use_cutoff=True, buckets=buckets,
-                         summary=self.cfg.summary_form)
+                         summary=self._summary())

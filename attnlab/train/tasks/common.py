@@ -90,7 +90,7 @@ class BucketPlans:
 
 
 def predictor(fn, model, *, max_len: int, batch_size: int, use_cutoff: bool, memory: int = 0, buckets: int = 1,
-              summary: bool = False):
+              summary: Any = False):
     """``(store, examples) -> np.ndarray`` running jitted ``fn(model, inputs)`` over
     fixed-size padded batches; results in example order.
 
