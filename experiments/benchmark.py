@@ -97,6 +97,19 @@ def load_index(results_dir: Path, experiment: str):
                      warn=lambda msg: print(f"[{experiment}] warning: {msg}", file=sys.stderr))
 
 
+def report_versus(experiment: str, runs, configs_dir: Path = ROOT / "configs" / "experiment") -> list[str]:
+    """The baselines every model row is also compared with: ``report.versus`` of
+    ``configs/experiment/<name>.yaml`` (the published setting, so runs filed before the key
+    was written get it too), else of the runs' provenance; none by default."""
+    import yaml
+
+    path = configs_dir / f"{experiment}.yaml"
+    report = ((yaml.safe_load(path.read_text()) or {}).get("report") if path.exists()
+              else runs[0].prov.get("report")) or {}
+    versus = report.get("versus") or []
+    return [versus] if isinstance(versus, str) else [str(v) for v in versus]
+
+
 def replace_block(text: str, name: str, content: str) -> str:
     start, end = f"<!-- table:{name} -->", f"<!-- /table:{name} -->"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
@@ -179,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(str(e)) from None
             print(f"[{name}] skipped: {e}", file=sys.stderr)  # one empty experiment never stops the others
             continue
-        table = build_table(runs, experiment=name, n_boot=args.n_boot)
+        table = build_table(runs, experiment=name, n_boot=args.n_boot, versus=report_versus(name, runs))
         if name in walls:
             how = "from scratch" if args.fresh else "finished runs skipped"
             table.footer.insert(-1, f"This regeneration: sweep wall time {walls[name] / 60:.1f} min ({how}).")

@@ -80,6 +80,8 @@ class Row:
     key: str  # contender key inside the runs ("model" or the baseline name)
     test: sig.PairedTest | None = None
     versus: str | None = None
+    #: baseline name -> the paired test against it (``report.versus``), model rows only
+    also: dict[str, sig.PairedTest | None] = dataclasses.field(default_factory=dict)
 
     def mean(self, metric: str) -> float:
         v = [x for x in self.values.get(metric, []) if x is not None and math.isfinite(x)]
@@ -98,6 +100,7 @@ class Table:
     rows: list[Row]
     footer: list[str]
     primary: str
+    versus: tuple[str, ...] = ()   # baselines every model row is also compared with (report.versus)
 
     def best(self, metric: str, higher: bool, context: str | None = None) -> float | None:
         """Best mean of ``metric`` over the rows (of one ``context`` if given: rows of
@@ -159,8 +162,12 @@ def _label(name: str, flat: dict[str, Any], keys: list[str]) -> str:
     return f"{name} (" + ", ".join(f"{k}={flat.get(k)}" for k in keys) + ")"
 
 
-def build_table(runs: Sequence[Run], *, experiment: str, n_boot: int = 2000) -> Table:
-    """Aggregate the runs of one experiment into a :class:`Table` (see module docstring)."""
+def build_table(runs: Sequence[Run], *, experiment: str, n_boot: int = 2000, versus: Sequence[str] = ()) -> Table:
+    """Aggregate the runs of one experiment into a :class:`Table` (see module docstring).
+
+    ``versus``: baseline names every model row is also compared with (paired bootstrap
+    on the primary metric, one "Δ vs <name>" column each), e.g. the baseline an issue's
+    goal names when it is not the table's best; a name no run scored is an error."""
     tasks = {r.prov["task"] for r in runs}
     if len(tasks) != 1:
         raise ValueError(f"experiment {experiment!r} mixes tasks {sorted(tasks)}; one table holds one task")
@@ -232,10 +239,21 @@ def build_table(runs: Sequence[Run], *, experiment: str, n_boot: int = 2000) -> 
         best = (max if higher else min)(cands, key=lambda b: _finite(b.mean(primary), higher))
         row.versus = best.label
         row.test = compare(row, best, task=task, metric=primary, n_boot=n_boot)
+        for name in versus:
+            named = [b for b in cands if b.key == name]
+            row.also[name] = compare(row, named[0], task=task, metric=primary, n_boot=n_boot) if named else None
+    scored = {r.key for r in rows if r.kind == "baseline"}
+    missing = [n for n in versus if n not in scored]
+    if missing:
+        raise ValueError(f"{experiment}: report.versus names {missing}, but its runs scored the baselines "
+                         f"{sorted(scored)}; add them to task.baselines or drop them from report.versus.")
 
     rows.sort(key=lambda r: (_natural(r.context), r.kind != "model", _natural(r.label)))
-    return Table(experiment=experiment, task=task, columns=columns, rows=rows,
-                 footer=footer_lines(runs, experiment, n_boot=n_boot), primary=primary)
+    footer = footer_lines(runs, experiment, n_boot=n_boot)
+    if versus:
+        footer[0] += f" Also Δ vs {', '.join(versus)} (report.versus), the same test."
+    return Table(experiment=experiment, task=task, columns=columns, rows=rows, footer=footer, primary=primary,
+                 versus=tuple(versus))
 
 
 def _natural(text: str) -> list:
@@ -353,8 +371,8 @@ def _cell(row: Row, metric: str, digits: int) -> tuple[str, bool]:
     return txt, True
 
 
-def _test_cells(row: Row, digits: int) -> tuple[str, str]:
-    t = row.test
+def _test_cells(row: Row, digits: int, t: sig.PairedTest | None = None) -> tuple[str, str]:
+    t = row.test if t is None else t
     if t is None:
         return "", ""
     delta = f"{t.diff:+.{digits}f} [{t.ci_low:+.{digits}f}, {t.ci_high:+.{digits}f}]"
@@ -365,7 +383,8 @@ def _test_cells(row: Row, digits: int) -> tuple[str, str]:
 def headers(table: Table) -> list[str]:
     names = {"train_s": "train/fit s", "wall_s": "eval s", "peak_rss_mb": "peak GB"}
     return (["contender"] + [c for c, _ in table.columns] + [names[c] for c, _ in COST_COLUMNS]
-            + [f"Δ {table.primary} vs best baseline [95% CI]", "p"])
+            + [f"Δ {table.primary} vs best baseline [95% CI]", "p"]
+            + [h for name in table.versus for h in (f"Δ {table.primary} vs {name} [95% CI]", "p")])
 
 
 def _body(table: Table, digits: int, bold) -> list[list[str]]:
@@ -380,6 +399,9 @@ def _body(table: Table, digits: int, bold) -> list[list[str]]:
                 row.mean(metric), best, rel_tol=1e-12, abs_tol=1e-12)
             cells.append(bold(txt) if is_best else txt)
         cells.extend(_test_cells(row, digits))
+        for name in table.versus:
+            t = row.also.get(name)
+            cells.extend(_test_cells(row, digits, t) if t is not None else ("", ""))
         out.append(cells)
     return out
 
@@ -434,11 +456,14 @@ def to_csv(table: Table) -> str:
     metrics = [m for m, _ in table.columns + COST_COLUMNS]
     w.writerow(["experiment", "task", "contender", "kind", "seeds"]
                + [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
-               + ["versus", "diff", "ci_low", "ci_high", "p_bootstrap", "p_wilcoxon"])
+               + ["versus", "diff", "ci_low", "ci_high", "p_bootstrap", "p_wilcoxon"]
+               + [f"vs_{n}_{k}" for n in table.versus for k in ("diff", "ci_low", "ci_high", "p_bootstrap")])
     for r in table.rows:
         t = r.test
+        also = [r.also.get(n) for n in table.versus]
         w.writerow([table.experiment, table.task, r.label, r.kind, " ".join(map(str, r.seeds))]
                    + [f"{x:.6g}" for m in metrics for x in (r.mean(m), r.std(m))]
                    + ([r.versus, t.diff, t.ci_low, t.ci_high, t.p_bootstrap,
-                       "" if t.p_wilcoxon is None else t.p_wilcoxon] if t else ["", "", "", "", "", ""]))
+                       "" if t.p_wilcoxon is None else t.p_wilcoxon] if t else ["", "", "", "", "", ""])
+                   + [v for a in also for v in ((a.diff, a.ci_low, a.ci_high, a.p_bootstrap) if a else ("",) * 4)])
     return buf.getvalue()

@@ -268,3 +268,60 @@ def test_keys_added_later_at_their_default_keep_old_hashes_and_table_cells(tmp_p
     table = T.build_table(T.load_runs(root, "exp"), experiment="exp", n_boot=50)
     models = {r.label: r.seeds for r in table.rows if r.kind == "model"}
     assert models == {"good (task.loss=softmax)": [0, 1, 2], "good (task.loss=gbce)": [0]}
+
+
+def test_versus_adds_a_paired_test_against_a_named_baseline(index, tmp_path):
+    """``versus`` compares every model row with a named baseline too (not only the best):
+    one Δ/p column pair per name in Markdown, LaTeX and CSV; a name no run scored is an
+    error naming the baselines it did score."""
+    table = T.build_table(T.load_runs(index, "exp"), experiment="exp", n_boot=300, versus=("most_popular",))
+    good, same = table.rows[0], table.rows[1]
+    assert good.versus == "personal_repeat"                      # the best-baseline test is unchanged
+    for row in (good, same):                                     # most_popular scores 0 everywhere: both beat it
+        t = row.also["most_popular"]
+        assert t.diff == pytest.approx(row.mean("ndcg@10")) and t.ci_low > 0 and t.p_bootstrap < 0.01
+    assert "most_popular" not in table.rows[2].also              # baseline rows carry no test
+    md = T.to_markdown(table)
+    assert "Δ ndcg@10 vs most_popular [95% CI] | p |" in md and "(report.versus)" in md
+    head = md.splitlines()[2]
+    assert head.count("|") == T.to_markdown(T.build_table(T.load_runs(index, "exp"), experiment="exp",
+                                                          n_boot=50)).splitlines()[2].count("|") + 2
+    assert "vs most\\_popular" in T.to_latex(table)
+    csv_rows = T.to_csv(table).strip().splitlines()
+    assert csv_rows[0].endswith("vs_most_popular_diff,vs_most_popular_ci_low,vs_most_popular_ci_high,"
+                                "vs_most_popular_p_bootstrap")
+    assert float(csv_rows[1].split(",")[-4]) == pytest.approx(good.also["most_popular"].diff)
+    with pytest.raises(ValueError, match=r"report.versus names \['bgnbd'\].*most_popular"):
+        T.build_table(T.load_runs(index, "exp"), experiment="exp", n_boot=20, versus=("bgnbd",))
+
+
+def test_benchmark_reads_report_versus_from_the_runs(tmp_path):
+    """Without a configs/experiment file, ``report.versus`` comes from the runs' provenance."""
+    rng = np.random.default_rng(1)
+    for seed in range(2):
+        u = rng.random(200)
+        write_run(tmp_path, "good", seed, (u < 0.3).astype(float), (u < 0.2).astype(float),
+                  **{"report.versus": ["most_popular"]})
+    out = tmp_path / "tables"
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "benchmark.py"), "exp", "--results-dir",
+                           str(tmp_path), "--out", str(out), "--n-boot", "50"], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "Δ ndcg@10 vs most_popular [95% CI]" in (out / "exp.md").read_text()
+
+
+def test_report_versus_comes_from_the_experiment_yaml_first(tmp_path):
+    """The published setting (configs/experiment/<name>.yaml ``report.versus``) wins over
+    the runs' provenance, so runs filed before the key get it; cj_churn names BG/NBD."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import benchmark
+
+    class Run:
+        prov = {"report": {"versus": ["rfm"]}}
+
+    (tmp_path / "a.yaml").write_text("# @package _global_\nreport:\n  versus: bgnbd\n")
+    (tmp_path / "b.yaml").write_text("# @package _global_\nseed: 0\n")
+    assert benchmark.report_versus("a", [Run], tmp_path) == ["bgnbd"]
+    assert benchmark.report_versus("b", [Run], tmp_path) == []
+    assert benchmark.report_versus("c", [Run], tmp_path) == ["rfm"]          # no YAML: the runs'
+    assert benchmark.report_versus("cj_churn", [Run]) == ["bgnbd"]
