@@ -104,8 +104,8 @@ def report_versus(experiment: str, runs, configs_dir: Path = ROOT / "configs" / 
     import yaml
 
     path = configs_dir / f"{experiment}.yaml"
-    report = ((yaml.safe_load(path.read_text()) or {}).get("report") if path.exists()
-              else runs[0].prov.get("report")) or {}
+    published = ((yaml.safe_load(path.read_text()) or {}).get("report") if path.exists() else None) or {}
+    report = published if "versus" in published else (runs[0].prov.get("report") or {})
     versus = report.get("versus") or []
     return [versus] if isinstance(versus, str) else [str(v) for v in versus]
 

@@ -287,13 +287,13 @@ def history_summary(store: SequenceStore, starts: np.ndarray, ends: np.ndarray, 
         cols = (30.0 * events / days, recency / per_basket, 30.0 * freq / days, per_basket, recency, rfm["monetary"])
     out = np.log1p(np.stack([np.asarray(c, np.float64) for c in cols], axis=1).clip(min=0))
     if bgnbd is not None:
-        out = np.concatenate([out, _bgnbd_columns(store, starts, ends, ref, bgnbd, horizon_weeks)], axis=1)
+        out = np.concatenate([out, bgnbd_columns(store, starts, ends, ref, bgnbd, horizon_weeks)], axis=1)
     return out.astype(np.float32)
 
 
-def _bgnbd_columns(store: SequenceStore, starts: np.ndarray, ends: np.ndarray, ref: np.ndarray, params: Any,
-                   horizon_weeks: float | None) -> np.ndarray:
-    """:data:`BGNBD_FEATURES` of each row (float64 ``[m, 3]``)."""
+def bgnbd_columns(store: SequenceStore, starts: np.ndarray, ends: np.ndarray, ref: np.ndarray, params: Any,
+                  horizon_weeks: float | None) -> np.ndarray:
+    """:data:`BGNBD_FEATURES` of each row (float64 ``[m, 3]``; see :func:`history_summary`)."""
     from attnlab.baselines.bgnbd import bgnbd_quantities, bgnbd_stats   # the baseline's definitions
 
     if not (horizon_weeks or 0) > 0:

@@ -371,8 +371,7 @@ def _cell(row: Row, metric: str, digits: int) -> tuple[str, bool]:
     return txt, True
 
 
-def _test_cells(row: Row, digits: int, t: sig.PairedTest | None = None) -> tuple[str, str]:
-    t = row.test if t is None else t
+def _test_cells(t: sig.PairedTest | None, digits: int) -> tuple[str, str]:
     if t is None:
         return "", ""
     delta = f"{t.diff:+.{digits}f} [{t.ci_low:+.{digits}f}, {t.ci_high:+.{digits}f}]"
@@ -398,10 +397,9 @@ def _body(table: Table, digits: int, bold) -> list[list[str]]:
             is_best = ok and best is not None and metric in dict(table.columns) and math.isclose(
                 row.mean(metric), best, rel_tol=1e-12, abs_tol=1e-12)
             cells.append(bold(txt) if is_best else txt)
-        cells.extend(_test_cells(row, digits))
+        cells.extend(_test_cells(row.test, digits))
         for name in table.versus:
-            t = row.also.get(name)
-            cells.extend(_test_cells(row, digits, t) if t is not None else ("", ""))
+            cells.extend(_test_cells(row.also.get(name), digits))
         out.append(cells)
     return out
 

@@ -721,8 +721,9 @@ def test_summary_bgnbd_columns_are_the_hgb_baselines_features(store):
 
 
 def test_summary_bgnbd_never_reads_events_at_or_after_the_end(store):
-    """Rewriting every event from each example's end on leaves its BG/NBD columns
-    unchanged (the parameters fixed): no label-window leakage through them."""
+    """Swapping purchases and non-purchases (and their values) among every event from each
+    example's end on leaves its BG/NBD columns unchanged (the parameters fixed): no
+    label-window leakage through them."""
     from attnlab.baselines.gbm import fit_bgnbd_params
     from attnlab.data.batching import SummarySpec
 
@@ -734,13 +735,53 @@ def test_summary_bgnbd_never_reads_events_at_or_after_the_end(store):
     for c, e in zip(ex.customer, ex.end):
         future[e:np.asarray(store.offsets)[c + 1]] = True
     assert future.any()
-    from attnlab.data.schema import EventType
-    changed = dataclasses.replace(   # every future event a purchase, on a day of its own
-        store, event_type=np.where(future, EventType.PURCHASE, np.asarray(store.event_type)).astype(
-            np.asarray(store.event_type).dtype),
-        value=np.where(future, 1e6, np.asarray(store.value)).astype(np.float32))
+    changed = _swap_purchases(store, future)
     b = make_batch(changed, customers=ex.customer, ends=ex.end, cutoffs=ex.cutoff, max_len=8, summary=spec)
     np.testing.assert_array_equal(a.summary, b.summary)
+
+
+def _swap_purchases(store, mask):
+    """``store`` with every masked purchase turned into a non-purchase and every masked
+    non-purchase into a purchase (values 1e6): any read of a masked event changes the
+    purchase days, their times and values the BG/NBD and RFM columns count."""
+    from attnlab.data.schema import EventType
+
+    et = np.asarray(store.event_type)
+    buy = et == EventType.PURCHASE
+    assert (mask & buy).any()
+    swapped = np.where(mask, np.where(buy, int(EventType.CAMPAIGN), int(EventType.PURCHASE)), et).astype(et.dtype)
+    return dataclasses.replace(store, event_type=swapped,
+                               value=np.where(mask, 1e6, np.asarray(store.value)).astype(np.float32))
+
+
+@pytest.mark.parametrize("mode,refit", [("temporal", False), ("temporal", True), ("holdout_customers", False)])
+def test_summary_bgnbd_parameters_never_see_the_scored_windows(store, mode, refit):
+    """The BG/NBD parameters the summary uses are fitted on what training may see: swapping
+    purchases and non-purchases among every event a scored label window or a scored
+    customer holds (temporal: from the validation cut-off on; refit: from the test cut-off
+    on; holdout: every event of the validation and test customers, and every event from
+    the latest training cut-off on) leaves them unchanged, while the same swap over 30% of
+    the other events moves them (the check can fail)."""
+    from attnlab.train.tasks.churn import ChurnTask
+
+    task = ChurnTask({"name": "churn", "horizon": "2W", "train_stride": "1W", "summary_bgnbd": True,
+                      "mode": mode, "refit": refit})
+    split = task.split(store, seed=0)
+    task.prepare(store, split)
+    before = task.summary.bgnbd
+    t = np.asarray(store.time)
+    owner = np.repeat(np.arange(len(store.offsets) - 1), np.diff(np.asarray(store.offsets)))
+    if mode == "temporal":
+        forbidden = t >= (split.test.cutoff.min() if refit else split.valid.cutoff.min())
+    else:
+        scored = np.isin(owner, np.concatenate([split.valid.customer, split.test.customer]))
+        forbidden = scored | (t >= split.train.cutoff.max())
+    assert forbidden.any() and not forbidden.all()
+    task.prepare(_swap_purchases(store, forbidden), split)
+    assert task.summary.bgnbd == before
+    allowed = ~forbidden & (np.random.default_rng(0).random(store.n_events) < 0.3)   # the control
+    task.prepare(_swap_purchases(store, allowed), split)
+    assert task.summary.bgnbd != before
 
 
 def test_churn_task_fits_the_bgnbd_columns_on_training_histories_only(store, monkeypatch):
@@ -774,6 +815,8 @@ def test_churn_task_fits_the_bgnbd_columns_on_training_histories_only(store, mon
     assert np.abs(np.asarray(model.churn_logit(x)) - moved).min() > 1e-5   # the last BG/NBD column is read
     with pytest.raises(ValueError, match="summary_bgnbd"):
         build_model(cfg, n_items=store.n_items, seed=0).churn_logit(x)
+    with pytest.raises(ValueError, match="set model.summary_bgnbd"):   # before any scoring or training
+        task.model_scores(build_model(cfg, n_items=store.n_items, seed=0), max_len=8, batch_size=4)
     with pytest.raises(ValueError, match="model.history_summary=true"):
         build_model({**cfg, "history_summary": False, "summary_bgnbd": True}, n_items=store.n_items, seed=0)
 

@@ -16,7 +16,7 @@ from attnlab.baselines.bgnbd import WEEK_DAYS
 from attnlab.baselines.gbm import fit_bgnbd_params
 from attnlab.baselines.registry import CHURN, FittedBaseline, churn_baselines
 from attnlab.data import splits as protocols
-from attnlab.data.batching import SummarySpec, make_batch, window_lengths
+from attnlab.data.batching import SummarySpec, bgnbd_columns, make_batch, window_lengths
 from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import Examples, Split
 from attnlab.eval import evaluate as evaluation
@@ -108,9 +108,13 @@ class ChurnTask:
         params = fit_bgnbd_params(store, split.train)
         if params is None:
             raise ValueError("task.summary_bgnbd=true: BG/NBD cannot be fitted on the training histories (no "
-                             "training example has a repeat purchase before its cut-off); set "
-                             "task.summary_bgnbd=false.")
+                             "training example has a repeat purchase before its cut-off, or the fit failed: see "
+                             "the warning above); set task.summary_bgnbd=false.")
         horizon_weeks = protocols.to_duration_seconds(self.cfg.horizon) / (86400.0 * WEEK_DAYS)
+        offsets = np.asarray(store.offsets)
+        for part in (split.train, split.valid, split.test):   # a non-finite row fails here, not mid-run
+            if part is not None and len(part):
+                bgnbd_columns(store, offsets[part.customer], part.end, part.cutoff, params, horizon_weeks)
         log.info("churn summary: BG/NBD columns under %s (fitted on %d training histories)", params, len(split.train))
         return SummarySpec(form=self.cfg.summary_form, bgnbd=params, horizon_weeks=horizon_weeks)
 
@@ -190,9 +194,16 @@ class ChurnTask:
     def model_scores(self, model, *, max_len: int, batch_size: int, buckets: int = 1):
         """Churn probabilities of examples; ``buckets``: length-bucketed batches
         (:func:`attnlab.train.tasks.common.predictor`)."""
+        spec = self._summary()
+        width = getattr(getattr(model, "churn", None), "summary", 0)
+        if width and width != spec.width:   # model.summary_bgnbd overridden apart from task.summary_bgnbd
+            raise ValueError(f"the churn head reads a {width}-column history summary but task.summary_bgnbd="
+                             f"{str(spec.bgnbd is not None).lower()} builds {spec.width} columns: set "
+                             "model.summary_bgnbd to the task's value (the default follows it).")
+
         @nnx.jit
         def probs(model, inputs):
             return jax.nn.sigmoid(model.churn_logit(inputs))
 
         return predictor(probs, model, max_len=max_len, batch_size=batch_size, use_cutoff=True, buckets=buckets,
-                         summary=self._summary())
+                         summary=spec)
