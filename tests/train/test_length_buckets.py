@@ -134,7 +134,7 @@ def test_every_family_computes_the_same_per_row_at_any_padded_length(tiny, famil
     task.prepare(store, split)
     cfg = {**OmegaConf.to_container(OmegaConf.load(CONFIGS / "model" / f"{family}.yaml")),
            "d_model": 16, "n_layers": 1, "max_len": 32, "dropout": 0.0, "encoder": "causal",
-           "history_summary": False}
+           "history_summary": False, "summary_bgnbd": False}
     for key, value in FAMILIES[family].items():
         cfg[key] = {**cfg.get(key, {}), **value}
     model = build_model(cfg, n_items=store.n_items, seed=0)
@@ -214,7 +214,7 @@ def test_bucketed_scoring_equals_one_shape_scoring_in_example_order(tiny):
     task.prepare(store, split)
     cfg = {**OmegaConf.to_container(OmegaConf.load(CONFIGS / "model" / "vanilla.yaml")),
            "d_model": 16, "n_layers": 1, "max_len": 32, "dropout": 0.0, "encoder": "causal",
-           "history_summary": False}
+           "history_summary": False, "summary_bgnbd": False}
     model = build_model(cfg, n_items=store.n_items, seed=0)
     lengths = window_lengths(store, split.test.customer, split.test.end, 32)
     assert len(np.unique(np.minimum(lengths, 32) > 16)) == 2       # short and long histories

@@ -788,13 +788,13 @@ def test_churn_task_fits_the_bgnbd_columns_on_training_histories_only(store, mon
     """``task.summary_bgnbd``: ``prepare`` fits the parameters on ``split.train`` (the
     histories before the training cut-offs), every training and scoring batch carries the
     columns, and a model built with ``summary_bgnbd`` reads them (one without refuses)."""
-    import attnlab.train.tasks.churn as churn_mod
+    import attnlab.baselines.gbm as gbm
     from attnlab.baselines.gbm import fit_bgnbd_params
     from attnlab.data.batching import SUMMARY_FEATURES, summary_width
     from attnlab.train.tasks.churn import ChurnTask
 
     fitted_on = []
-    monkeypatch.setattr(churn_mod, "fit_bgnbd_params", lambda s, ex: fitted_on.append(ex) or fit_bgnbd_params(s, ex))
+    monkeypatch.setattr(gbm, "fit_bgnbd_params", lambda s, ex: fitted_on.append(ex) or fit_bgnbd_params(s, ex))
     task = ChurnTask({"name": "churn", "horizon": "2W", "train_stride": "1W", "summary_bgnbd": True})
     split = task.split(store, seed=0)
     with pytest.raises(RuntimeError, match="prepare"):

@@ -12,8 +12,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-from attnlab.baselines.bgnbd import WEEK_DAYS
-from attnlab.baselines.gbm import fit_bgnbd_params
 from attnlab.baselines.registry import CHURN, FittedBaseline, churn_baselines
 from attnlab.data import splits as protocols
 from attnlab.data.batching import SummarySpec, bgnbd_columns, make_batch, window_lengths
@@ -105,6 +103,9 @@ class ChurnTask:
         scored under parameters that saw no event after their training cut-offs."""
         if not self.cfg.summary_bgnbd:
             return SummarySpec(form=self.cfg.summary_form)
+        from attnlab.baselines.bgnbd import WEEK_DAYS   # scipy and scikit-learn load only when used
+        from attnlab.baselines.gbm import fit_bgnbd_params
+
         params = fit_bgnbd_params(store, split.train)
         if params is None:
             raise ValueError("task.summary_bgnbd=true: BG/NBD cannot be fitted on the training histories (no "
