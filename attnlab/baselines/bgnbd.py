@@ -38,7 +38,7 @@ import scipy.optimize
 import scipy.special as ss
 from jax.scipy.special import gammaln
 
-from attnlab.data.schema import EventType
+from attnlab.data.rfm import purchase_index
 from attnlab.data.sequences import SequenceStore
 from attnlab.data.splits import DAY, Examples
 
@@ -93,16 +93,10 @@ def bgnbd_stats(store: SequenceStore, starts: np.ndarray, ends: np.ndarray, cuto
       DataFrame ``[m]`` with float64 columns ``x``, ``t_x``, ``T`` and int
       ``n_purchase_days``.
     """
-    starts = np.asarray(starts, dtype=np.int64)
-    ends = np.asarray(ends, dtype=np.int64)
-    pidx = np.flatnonzero(np.asarray(store.event_type) == EventType.PURCHASE)
-    day = np.asarray(store.time)[pidx] // DAY
-    cust = np.searchsorted(np.asarray(store.offsets), pidx, side="right") - 1
-    new = np.ones(len(pidx), dtype=bool)
-    new[1:] = (day[1:] != day[:-1]) | (cust[1:] != cust[:-1])
-    cs = np.concatenate([[0], np.cumsum(new)])
-    k0, k1 = np.searchsorted(pidx, starts), np.searchsorted(pidx, ends)
-    n_days = cs[k1] - cs[k0]
+    ix = purchase_index(store)
+    day = ix.day
+    k0, k1 = ix.bounds(np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64))
+    n_days = ix.days[k1] - ix.days[k0]
     has = n_days > 0
     first = np.where(has, day[np.minimum(k0, len(day) - 1)] if len(day) else 0, 0)
     last = np.where(has, day[np.maximum(k1 - 1, 0)] if len(day) else 0, 0)

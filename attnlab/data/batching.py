@@ -155,7 +155,7 @@ def make_batch(
         ref = cut[:, 0]
         mem = dict(mem_item=mi, mem_count=mc,
                    mem_time=np.where(mi > 0, (mt - ref[:, None]) / SECONDS_PER_DAY, 0.0).astype(np.float32))
-    if summary is not False and summary is not None:
+    if summary:
         spec = SummarySpec.of(summary)
         mem["summary"] = history_summary(store, starts, ends, cut[:, 0], firsts=ends - lengths, form=spec.form,
                                          bgnbd=spec.bgnbd, horizon_weeks=spec.horizon_weeks)

@@ -488,6 +488,15 @@ def test_history_summary_counts_purchases_without_item_ids():
                                                          "monetary"]].to_numpy()[0]), rtol=1e-6)
 
 
+def _after_each_end(store, ex):
+    """``bool[n_events]``: the events of each example's customer from its end on (none empty)."""
+    future = np.zeros(store.n_events, bool)
+    for c, e in zip(ex.customer, ex.end):
+        future[e:np.asarray(store.offsets)[c + 1]] = True
+    assert future.any()
+    return future
+
+
 @pytest.mark.parametrize("form", ["rates", "counts"])
 def test_history_summary_never_reads_events_at_or_after_the_end(store, form):
     """Rewriting everything from each example's end on (items, times, types, values)
@@ -495,10 +504,7 @@ def test_history_summary_never_reads_events_at_or_after_the_end(store, form):
     split = churn_split(store, horizon="2W", mode="temporal", train_stride="1W")
     ex = split.test.take(np.arange(min(40, len(split.test))))
     a = make_batch(store, customers=ex.customer, ends=ex.end, cutoffs=ex.cutoff, max_len=8, summary=form)
-    future = np.zeros(store.n_events, bool)
-    for c, e in zip(ex.customer, ex.end):
-        future[e:np.asarray(store.offsets)[c + 1]] = True
-    assert future.any()
+    future = _after_each_end(store, ex)
     changed = dataclasses.replace(
         store, item=np.where(future, 1, np.asarray(store.item)).astype(np.asarray(store.item).dtype),
         value=np.where(future, 1e6, np.asarray(store.value)).astype(np.float32))
@@ -731,10 +737,7 @@ def test_summary_bgnbd_never_reads_events_at_or_after_the_end(store):
     spec = SummarySpec(bgnbd=fit_bgnbd_params(store, split.train), horizon_weeks=2.0)
     ex = split.test.take(np.arange(min(40, len(split.test))))
     a = make_batch(store, customers=ex.customer, ends=ex.end, cutoffs=ex.cutoff, max_len=8, summary=spec)
-    future = np.zeros(store.n_events, bool)
-    for c, e in zip(ex.customer, ex.end):
-        future[e:np.asarray(store.offsets)[c + 1]] = True
-    assert future.any()
+    future = _after_each_end(store, ex)
     changed = _swap_purchases(store, future)
     b = make_batch(changed, customers=ex.customer, ends=ex.end, cutoffs=ex.cutoff, max_len=8, summary=spec)
     np.testing.assert_array_equal(a.summary, b.summary)
@@ -842,3 +845,22 @@ def test_summary_bgnbd_config_refusals_and_a_run_files_its_parameters(tmp_path):
     old = {**off, "task": {k: v for k, v in off["task"].items() if k != "summary_bgnbd"},
            "model": {k: v for k, v in off["model"].items() if k != "summary_bgnbd"}}
     assert config_hash(off) == config_hash(old) != on
+
+
+def test_purchase_index_is_built_once_per_store_and_never_shared_with_a_changed_one(store):
+    """The churn summary's range queries share one purchase index per store object; a
+    store rebuilt with other events (``dataclasses.replace``) gets its own, so its RFM and
+    BG/NBD statistics are its own."""
+    from attnlab.baselines.bgnbd import bgnbd_stats
+    from attnlab.data.rfm import purchase_index, rfm_from_ranges
+
+    assert purchase_index(store) is purchase_index(store)
+    starts = np.asarray(store.offsets)[:-1]
+    ends = np.asarray(store.offsets)[1:]
+    ref = np.full(len(starts), int(np.asarray(store.time).max()) + 1)
+    changed = _swap_purchases(store, np.arange(store.n_events) % 3 == 0)
+    assert purchase_index(changed) is not purchase_index(store)
+    a, b = rfm_from_ranges(store, starts, ends, ref), rfm_from_ranges(changed, starts, ends, ref)
+    assert not a["frequency"].equals(b["frequency"])
+    assert not bgnbd_stats(store, starts, ends, ref)["x"].equals(bgnbd_stats(changed, starts, ends, ref)["x"])
+    np.testing.assert_array_equal(rfm_from_ranges(store, starts, ends, ref).to_numpy(), a.to_numpy())
