@@ -69,7 +69,8 @@ NOT_RESULTS = ("logger", "paths", "progress", "hydra", "report", "trainer.resume
 #: absent, so an earlier run keeps its hash (``skip_completed`` still finds it) and lands in
 #: the same table cell as a new run of the same recipe. Any other value is a different run.
 ADDED_DEFAULTS = {"task.loss": "softmax", "task.gbce_t": 0.75, "task.recent_half_life": None,
-                  "task.summary_bgnbd": False, "model.summary_bgnbd": False}
+                  "task.summary_bgnbd": False, "model.summary_bgnbd": False,
+                  "trainer.stop_at": None}
 
 
 def _parent(cfg: dict[str, Any], key: str) -> tuple[dict[str, Any] | None, str]:

@@ -183,7 +183,7 @@ def resume(ckpts: Checkpoints, nodes, *, fresh: TrainState, max_epochs: int) -> 
     if state.resume_key != fresh.resume_key:
         raise RuntimeError(
             f"the checkpoint in {where} was written by a different config (key {state.resume_key}, this "
-            f"run {fresh.resume_key}); only trainer.max_epochs and trainer.patience may change on resume. "
+            f"run {fresh.resume_key}); only trainer.max_epochs, trainer.patience and trainer.stop_at may change on resume. "
             "Use a new output dir or delete it.")
     if state.data_fingerprint != fresh.data_fingerprint:
         raise RuntimeError(

@@ -164,7 +164,7 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
                                      buckets=layout["buckets"])
         state = fit(model, task, store, split, tr, mesh=mesh, ckpts=ckpts, score_fn=score_fn, tracker=tracker,
                     steps_per_epoch=steps_per_epoch, seed=seed, progress=progress,
-                    resume_key=res.config_hash(c, ignore=res.NOT_RESULTS + ("trainer.max_epochs", "trainer.patience")),
+                    resume_key=res.config_hash(c, ignore=res.NOT_RESULTS + ("trainer.max_epochs", "trainer.patience", "trainer.stop_at")),
                     log_every=max(int((c.get("logger") or {}).get("log_every_steps") or 10), 1))
         nnx.update(model, meshes.first_copy(nnx.state(model)))  # from here on each process scores on one device
         evaluated["model"] = evaluate_model(model, task, store, split.test, state, ckpts=ckpts, score_fn=score_fn,
@@ -413,7 +413,7 @@ def fit(model, task, store: SequenceStore, split: Split, tr: TrainerConfig, *, m
     steps = _StepLog(tracker, lr_schedule(tr, total_steps), every=log_every)
     base_key = meshes.replicate(jax.random.key(seed), mesh)  # a step's dropout key: fold_in(seed, step)
     while ((pass_cap is None or state.epoch < pass_cap) and state.step < total_steps
-           and state.bad_epochs < int(tr.patience)):
+           and state.bad_epochs < int(tr.patience) and not reached(state, tr.stop_at)):
         epoch = state.epoch
         t0 = time.perf_counter()
         batches = task.train_batches(store, split, max_len=model.max_len, batch_size=int(tr.batch_size),
@@ -443,6 +443,14 @@ def fit(model, task, store: SequenceStore, split: Split, tr: TrainerConfig, *, m
     if ckpts.latest_step("best") is not None:
         ckpts.restore("best", (model, optimizer))
     return state
+
+
+def reached(state: TrainState, stop_at: float | None) -> bool:
+    """Whether the best validation monitor so far is at ``trainer.stop_at``. A later pass
+    replaces the chosen checkpoint only when it scores strictly higher, so when ``stop_at``
+    is the monitor's maximum (1.0 for a hit rate) stopping here chooses the checkpoint the
+    full budget would choose: the same test numbers, sooner."""
+    return stop_at is not None and state.best is not None and state.best >= stop_at
 
 
 def validate(task, score_fn, store: SequenceStore, examples: Examples, *, epoch: int) -> dict[str, float]:
@@ -505,8 +513,21 @@ def run_summary(model, task, state: TrainState, tr: TrainerConfig, split: Split)
         "total_steps": state.total_steps,
         "training_signal": training_signal(model, task, state, init_bias=tr.init_bias),
         "best_epoch": state.best_epoch,
+        "stopped_by": stopped_by(state, tr),
         "n_test": len(split.test),
     }
+
+
+def stopped_by(state: TrainState, tr: TrainerConfig) -> str:
+    """Why training ended: ``budget`` (trainer.max_steps), ``max_epochs``, ``patience`` or
+    ``stop_at`` (the monitor reached trainer.stop_at)."""
+    if state.step >= state.total_steps:
+        return "budget"
+    if reached(state, tr.stop_at):
+        return "stop_at"
+    if state.bad_epochs >= int(tr.patience):
+        return "patience"
+    return "max_epochs"
 
 
 def record(c: dict[str, Any], provenance: dict[str, Any], evaluated: dict[str, Evaluated], state: TrainState, *,

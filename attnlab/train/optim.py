@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, ClassVar
 
 import jax
@@ -52,6 +53,7 @@ class TrainerConfig(TypedConfig):
     max_steps: int | None = 400   # the step budget (and the schedule's length); null = max_epochs passes
     max_epochs: int | None = None # cap on passes (stops early, like patience; the schedule stays sized by max_steps)
     patience: int = 3             # validation passes without improvement before stopping
+    stop_at: float | None = None  # stop once the validation monitor reaches this value (its maximum: the same checkpoint as the full budget)
     init_bias: str = "log_popularity"  # log_popularity | zeros: the catalogue bias at step 0
     resume: bool = True
     skip_completed: bool | None = None
@@ -81,6 +83,8 @@ class TrainerConfig(TypedConfig):
             v = getattr(self, key)
             if v is not None and v < 1:
                 raise self.bad(key, v, "must be >= 1 or null")
+        if self.stop_at is not None and not math.isfinite(self.stop_at):
+            raise self.bad("stop_at", self.stop_at, "a finite monitor value (e.g. 1.0, a hit rate's maximum) or null")
         if self.max_steps is None and self.max_epochs is None:
             raise ConfigError("trainer.max_steps and trainer.max_epochs are both null: set a step "
                               "budget (trainer.max_steps=N) or a number of passes (trainer.max_epochs=N).")

@@ -213,7 +213,9 @@ def test_schedule_warms_up_within_five_percent_then_decays():
 @pytest.mark.parametrize("bad,match", [({"lr": -1}, "trainer.lr"), ({"max_epoch": 1}, r"unknown key\(s\) \['trainer.max_epoch'\]"),
                                        ({"batch_size": 0}, "trainer.batch_size"),
                                        ({"warmup": 0.5, "schedule": "cosin"}, "trainer.schedule"),
-                                       ({"max_steps": None, "max_epochs": None}, "both null")])
+                                       ({"max_steps": None, "max_epochs": None}, "both null"),
+                                       ({"stop_at": float("nan")}, "trainer.stop_at"),
+                                       ({"stop_at": float("inf")}, "trainer.stop_at")])
 def test_trainer_config_rejects_nonsense(bad, match):
     with pytest.raises(ValueError, match=match):
         TrainerConfig.from_dict(bad)

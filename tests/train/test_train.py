@@ -60,6 +60,31 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     assert resumed.metrics["model"]["mrr@20"] == straight.metrics["model"]["mrr@20"]
 
 
+def test_stop_at_the_best_monitor_value_keeps_the_full_runs_checkpoint_and_numbers(tmp_path):
+    """``trainer.stop_at``: a run stops after the first pass whose validation monitor reaches
+    it. Set to the best value the full run attains (what a metric's maximum is for any run
+    that reaches it), the stopped run chooses the same checkpoint and reports the same test
+    numbers, in fewer passes; the result says why it stopped."""
+    common = ("trainer.max_steps=60", "trainer.max_epochs=4", "trainer.patience=10")
+    full = train_and_evaluate(tiny_cfg(tmp_path, *common, out="full"))
+    curve = [h["valid/ndcg@10"] for h in full.history]
+    best = int(np.argmax(curve)) + 1                       # the first pass at the best value
+    assert full.provenance["best_epoch"] == best and full.provenance["stopped_by"] != "stop_at"
+    if best == len(curve):                                 # the fixture must leave passes to skip
+        pytest.fail(f"the tiny run peaked on its last pass ({curve}): no stop to test")
+    stopped = train_and_evaluate(tiny_cfg(tmp_path, *common, f"trainer.stop_at={max(curve)!r}", out="stop"))
+    assert stopped.provenance["stopped_by"] == "stop_at"
+    assert stopped.provenance["epochs_trained"] == stopped.provenance["best_epoch"] == best < len(curve)
+    times = {"wall_s", "train_s", "peak_rss_mb"}
+    for got, want in ((stopped.metrics["model"], full.metrics["model"]), (stopped.valid, full.valid)):
+        assert got.keys() == want.keys()
+        np.testing.assert_array_equal([got[k] for k in sorted(got) if k not in times],
+                                      [want[k] for k in sorted(want) if k not in times])   # NaN == NaN here
+    # a value above anything the run reaches changes nothing
+    above = train_and_evaluate(tiny_cfg(tmp_path, *common, f"trainer.stop_at={max(curve) + 0.5!r}", out="above"))
+    assert [h["valid/ndcg@10"] for h in above.history] == curve and above.provenance["stopped_by"] != "stop_at"
+
+
 TINY_MODEL = ("logger=none", "progress=false", "model.d_model=16", "model.n_layers=1",
               "model.max_len=16", "trainer.max_epochs=1", "trainer.limit_train_batches=2")
 
