@@ -174,6 +174,11 @@ class TrainState:
         return dataclasses.replace(fresh, **{k: v for k, v in meta.items() if k in known})
 
 
+#: Config keys that say when to stop, not what a step computes: left out of the resume key,
+#: so a run may be resumed with other values (e.g. a longer ``max_epochs``).
+RESUMABLE_KEYS = ("trainer.max_epochs", "trainer.patience", "trainer.stop_at")
+
+
 def resume(ckpts: Checkpoints, nodes, *, fresh: TrainState, max_epochs: int) -> TrainState:
     """The ``latest`` checkpoint restored into ``nodes``, refused (naming the folder and
     the fix) when it belongs to another config, other data or another schedule, or has
@@ -183,7 +188,7 @@ def resume(ckpts: Checkpoints, nodes, *, fresh: TrainState, max_epochs: int) -> 
     if state.resume_key != fresh.resume_key:
         raise RuntimeError(
             f"the checkpoint in {where} was written by a different config (key {state.resume_key}, this "
-            f"run {fresh.resume_key}); only trainer.max_epochs, trainer.patience and trainer.stop_at may change on resume. "
+            f"run {fresh.resume_key}); only {', '.join(RESUMABLE_KEYS)} may change on resume. "
             "Use a new output dir or delete it.")
     if state.data_fingerprint != fresh.data_fingerprint:
         raise RuntimeError(

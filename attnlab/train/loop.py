@@ -64,7 +64,7 @@ from attnlab.models import build_model
 from attnlab.models.config import model_config
 from attnlab.train import distributed
 from attnlab.train import mesh as meshes
-from attnlab.train.checkpoint import Checkpoints, TrainState, resume
+from attnlab.train.checkpoint import RESUMABLE_KEYS, Checkpoints, TrainState, resume
 from attnlab.train.checkpoint import check_directory as check_checkpoint_directory
 from attnlab.train.optim import TrainerConfig, lr_schedule, make_optimizer
 from attnlab.train.run_dir import RunLock
@@ -164,7 +164,7 @@ def train_and_evaluate(cfg: DictConfig | dict[str, Any]) -> res.RunResult:
                                      buckets=layout["buckets"])
         state = fit(model, task, store, split, tr, mesh=mesh, ckpts=ckpts, score_fn=score_fn, tracker=tracker,
                     steps_per_epoch=steps_per_epoch, seed=seed, progress=progress,
-                    resume_key=res.config_hash(c, ignore=res.NOT_RESULTS + ("trainer.max_epochs", "trainer.patience", "trainer.stop_at")),
+                    resume_key=res.config_hash(c, ignore=res.NOT_RESULTS + RESUMABLE_KEYS),
                     log_every=max(int((c.get("logger") or {}).get("log_every_steps") or 10), 1))
         nnx.update(model, meshes.first_copy(nnx.state(model)))  # from here on each process scores on one device
         evaluated["model"] = evaluate_model(model, task, store, split.test, state, ckpts=ckpts, score_fn=score_fn,
