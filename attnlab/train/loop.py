@@ -45,6 +45,7 @@ import json
 import logging
 import resource
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -413,7 +414,7 @@ def fit(model, task, store: SequenceStore, split: Split, tr: TrainerConfig, *, m
     steps = _StepLog(tracker, lr_schedule(tr, total_steps), every=log_every)
     base_key = meshes.replicate(jax.random.key(seed), mesh)  # a step's dropout key: fold_in(seed, step)
     while ((pass_cap is None or state.epoch < pass_cap) and state.step < total_steps
-           and state.bad_epochs < int(tr.patience) and not reached(state, tr.stop_at)):
+           and state.bad_epochs < int(tr.patience) and not reached(state.best, tr.stop_at)):
         epoch = state.epoch
         t0 = time.perf_counter()
         batches = task.train_batches(store, split, max_len=model.max_len, batch_size=int(tr.batch_size),
@@ -445,12 +446,43 @@ def fit(model, task, store: SequenceStore, split: Split, tr: TrainerConfig, *, m
     return state
 
 
-def reached(state: TrainState, stop_at: float | None) -> bool:
+def reached(best: float | None, stop_at: float | None) -> bool:
     """Whether the best validation monitor so far is at ``trainer.stop_at``. A later pass
     replaces the chosen checkpoint only when it scores strictly higher, so when ``stop_at``
     is the monitor's maximum (1.0 for a hit rate) stopping here chooses the checkpoint the
     full budget would choose: the same test numbers, sooner."""
-    return stop_at is not None and state.best is not None and state.best >= stop_at
+    return stop_at is not None and best is not None and best >= stop_at
+
+
+def improves(best: float | None, value: float) -> bool:
+    """Whether a pass's validation monitor replaces the chosen checkpoint: only a strictly
+    higher value does (a tie keeps the earlier, cheaper pass)."""
+    return best is None or value > best
+
+
+def replay_stopping(curve: Sequence[float], *, patience: int, stop_at: float | None = None) -> tuple[int, int]:
+    """``(chosen pass, passes run)``, 1-based, that early stopping with ``patience`` (and
+    ``stop_at``) would give on a recorded validation curve: the monitor after each pass of
+    a run with the same budget, e.g. a result's ``history``.
+
+    Exact, not an estimate: the schedule is sized by ``trainer.max_steps``, so a run that
+    stops sooner is the recorded run cut short, and the rule is :func:`fit`'s own
+    (:func:`improves`, ``bad_epochs >= patience``, :func:`reached`). Only a replay that
+    stops no later than the recorded run can be read off its curve; when the curve ends
+    before this rule stops, ``passes run`` is ``len(curve)``, which is right only if the
+    recorded run ended on its budget.
+    """
+    if patience < 1:
+        raise ValueError(f"patience={patience}: at least one pass without improvement must be allowed.")
+    best, chosen, bad = None, 0, 0
+    for i, value in enumerate(curve, start=1):
+        if improves(best, value):
+            best, chosen, bad = float(value), i, 0
+        else:
+            bad += 1
+        if bad >= patience or reached(best, stop_at):
+            return chosen, i
+    return chosen, len(curve)
 
 
 def validate(task, score_fn, store: SequenceStore, examples: Examples, *, epoch: int) -> dict[str, float]:
@@ -489,7 +521,7 @@ def end_of_pass(state: TrainState, tracker, valid: dict[str, float], *, monitor:
         return
     log.info("epoch %d (step %d/%d) loss %.4f valid %s %.4f (%.1fs)", epoch, state.step, state.total_steps,
              train_loss, monitor, valid[monitor], train_s)
-    if state.best is None or valid[monitor] > state.best:
+    if improves(state.best, valid[monitor]):
         state.best, state.best_epoch, state.bad_epochs, state.best_valid = float(valid[monitor]), epoch, 0, valid
     else:
         state.bad_epochs += 1
@@ -523,7 +555,7 @@ def stopped_by(state: TrainState, tr: TrainerConfig) -> str:
     ``stop_at`` (the monitor reached trainer.stop_at)."""
     if state.step >= state.total_steps:
         return "budget"
-    if reached(state, tr.stop_at):
+    if reached(state.best, tr.stop_at):
         return "stop_at"
     if state.bad_epochs >= int(tr.patience):
         return "patience"

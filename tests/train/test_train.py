@@ -85,6 +85,52 @@ def test_stop_at_the_best_monitor_value_keeps_the_full_runs_checkpoint_and_numbe
     assert [h["valid/ndcg@10"] for h in above.history] == curve and above.provenance["stopped_by"] != "stop_at"
 
 
+def test_replay_stopping_is_the_loops_rule():
+    """Strictly higher replaces the chosen pass (a tie keeps the earlier one); ``patience``
+    passes without improvement stop; ``stop_at`` stops once the best reaches it."""
+    from attnlab.train.loop import replay_stopping
+
+    assert replay_stopping([0.1, 0.2, 0.15, 0.3], patience=1) == (2, 3)
+    assert replay_stopping([0.1, 0.2, 0.15, 0.3], patience=2) == (4, 4)
+    assert replay_stopping([0.5, 0.5, 0.5, 0.6], patience=2) == (1, 3)       # ties are not improvements
+    assert replay_stopping([0.9, 1.0, 0.99], patience=3, stop_at=1.0) == (2, 2)
+    assert replay_stopping([0.9, 0.95], patience=3, stop_at=1.0) == (2, 2)      # the curve ends first
+    with pytest.raises(ValueError, match="patience=0"):
+        replay_stopping([0.1], patience=0)
+
+
+def test_a_smaller_patience_is_the_run_cut_short_as_its_replay_says(tmp_path):
+    """``experiments/stop_replay.py`` reads what a smaller ``trainer.patience`` would have
+    chosen off a finished run's validation curve. That is exact only if the shorter run is
+    the longer one cut short: train both and compare the chosen pass, the passes run and
+    every reported number."""
+    import importlib.util
+
+    common = ("trainer.max_steps=60", "trainer.max_epochs=4")
+    full = train_and_evaluate(tiny_cfg(tmp_path, *common, "trainer.patience=10", out="full"))
+    curve = [h["valid/ndcg@10"] for h in full.history]
+    if all(b > a for a, b in zip(curve, curve[1:])):      # the fixture must give patience 1 a stop
+        pytest.fail(f"the tiny run improved on every pass ({curve}): nothing to cut")
+    spec = importlib.util.spec_from_file_location("stop_replay", CONFIGS.parent / "experiments" / "stop_replay.py")
+    stop_replay = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stop_replay)
+    rows, skipped = stop_replay.replay_folder(Path(full.path).parent, [1])
+    assert not skipped and len(rows) == 1, (rows, skipped)
+    want = rows[0]
+    assert (want["recorded_chosen"], want["recorded_passes"]) == (full.provenance["best_epoch"], len(curve))
+    assert want["passes"] < len(curve)
+
+    short = train_and_evaluate(tiny_cfg(tmp_path, *common, "trainer.patience=1", out="short"))
+    assert (short.provenance["best_epoch"], short.provenance["epochs_trained"]) == (want["chosen"], want["passes"])
+    assert short.provenance["steps_trained"] == want["steps"] and short.provenance["stopped_by"] == "patience"
+    assert [h["valid/ndcg@10"] for h in short.history] == curve[:want["passes"]]
+    if want["chosen"] == want["recorded_chosen"]:           # the same checkpoint: the same numbers
+        times = {"wall_s", "train_s", "peak_rss_mb"}
+        got, ref = short.metrics["model"], full.metrics["model"]
+        np.testing.assert_array_equal([got[k] for k in sorted(got) if k not in times],
+                                      [ref[k] for k in sorted(ref) if k not in times])
+
+
 TINY_MODEL = ("logger=none", "progress=false", "model.d_model=16", "model.n_layers=1",
               "model.max_len=16", "trainer.max_epochs=1", "trainer.limit_train_batches=2")
 

@@ -1,0 +1,106 @@
+"""What a smaller ``trainer.patience`` would have chosen, read off finished runs.
+
+    python experiments/stop_replay.py outputs/results/cj_churn outputs/results/cdnow_churn
+    python experiments/stop_replay.py outputs/results/cj_churn --patience 1 2 --runs
+
+A run with a smaller patience is the finished run cut short (the learning-rate schedule is
+sized by ``trainer.max_steps``, patience only decides when to stop), so each result's
+recorded validation curve (``history``) tells exactly which pass it would have chosen and
+how many steps it would have skipped (:func:`attnlab.train.loop.replay_stopping`, the
+training loop's own rule). A run whose chosen pass does not change reports the same test
+numbers. Patience above a run's own is refused: passes it never trained cannot be read.
+
+Prints, per results folder (one experiment's index, ``<results>/<experiment>``) and
+patience: the runs, how many would choose another pass, and the steps saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from attnlab.results import read_index  # noqa: E402
+from attnlab.train.loop import replay_stopping  # noqa: E402
+
+
+def run_curve(data: dict) -> tuple[list[float], list[int], int, int, float | None]:
+    """``(monitor after each pass, step after each pass, recorded chosen pass, patience,
+    stop_at)`` of one result JSON."""
+    monitor = data["provenance"].get("monitor")
+    key = f"valid/{monitor}"
+    history = data.get("history") or []
+    if not monitor or not history or any(key not in h for h in history):
+        raise ValueError(f"no validation curve of {key!r} in every pass of its history (a refit, or written "
+                         "by an older attnlab)")
+    trainer = data["config"]["trainer"]
+    return ([float(h[key]) for h in history], [int(h["step"]) for h in history],
+            int(data["provenance"]["best_epoch"]), int(trainer["patience"]), trainer.get("stop_at"))
+
+
+def replay_folder(folder: Path, patiences: list[int]) -> tuple[list[dict], list[str]]:
+    """One row per (run, patience) of the results in ``folder``, and one message per
+    result that cannot be replayed."""
+    found, skipped = read_index(folder, warn=lambda m: None)
+    rows = []
+    for path, data in found:
+        try:
+            curve, steps, chosen, own, stop_at = run_curve(data)
+        except (KeyError, TypeError, ValueError) as e:
+            skipped.append(f"{path}: {e}")
+            continue
+        if replay_stopping(curve, patience=own, stop_at=stop_at) != (chosen, len(curve)):
+            skipped.append(f"{path}: its own patience {own} does not reproduce its chosen pass {chosen} and "
+                           f"{len(curve)} passes (a resumed run whose patience changed?); not replayed")
+            continue
+        for p in patiences:
+            if p > own:
+                raise SystemExit(f"--patience {p} is above {path}'s own trainer.patience={own}: the passes it "
+                                 "would add were never trained. Replay patience values up to it.")
+            pick, passes = replay_stopping(curve, patience=p, stop_at=stop_at)
+            run_dir = data["provenance"].get("run_dir")
+            rows.append({"run": Path(run_dir).name if run_dir else path.stem, "patience": p, "chosen": pick,
+                         "recorded_chosen": chosen, "passes": passes, "recorded_passes": len(curve),
+                         "steps": steps[passes - 1], "recorded_steps": steps[-1]})
+    return rows, skipped
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folders", nargs="+", type=Path, help="results index folders (<results>/<experiment>)")
+    ap.add_argument("--patience", nargs="+", type=int, default=[1, 2], help="values to replay (default: 1 2)")
+    ap.add_argument("--runs", action="store_true", help="also print one line per run")
+    args = ap.parse_args(argv)
+    print("| results | patience | runs | chosen pass changes | steps saved |")
+    print("|---|---:|---:|---:|---:|")
+    notes = []
+    for folder in args.folders:
+        if not folder.is_dir():
+            raise SystemExit(f"{folder} is not a folder: pass a results index folder, e.g. "
+                             "outputs/results/cj_churn (its <hash>.json files)")
+        rows, skipped = replay_folder(folder, args.patience)
+        notes += skipped
+        for p in args.patience:
+            mine = [r for r in rows if r["patience"] == p]
+            if not mine:
+                continue
+            changed = sum(r["chosen"] != r["recorded_chosen"] for r in mine)
+            saved = sum(r["recorded_steps"] - r["steps"] for r in mine)
+            total = sum(r["recorded_steps"] for r in mine)
+            print(f"| {folder} | {p} | {len(mine)} | {changed} | {saved:,} of {total:,} ({saved / total:.0%}) |")
+    if args.runs:
+        for folder in args.folders:
+            for r in replay_folder(folder, args.patience)[0]:
+                print(f"{folder.name} {r['run']} patience {r['patience']}: pass {r['chosen']} "
+                      f"of {r['passes']} (recorded: {r['recorded_chosen']} of {r['recorded_passes']})")
+    for n in notes:
+        print(f"skipped {n}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
