@@ -8,7 +8,8 @@ sized by ``trainer.max_steps``, patience only decides when to stop), so each res
 recorded validation curve (``history``) tells exactly which pass it would have chosen and
 how many steps it would have skipped (:func:`attnlab.train.loop.replay_stopping`, the
 training loop's own rule). A run whose chosen pass does not change reports the same test
-numbers. Patience above a run's own is refused: passes it never trained cannot be read.
+numbers. Patience above a run's own cannot be read off a run that its own patience
+stopped (the passes it would add were never trained): such a run is skipped with a message.
 
 Prints, per results folder (one experiment's index, ``<results>/<experiment>``) and
 patience: the runs, how many would choose another pass, and the steps saved.
@@ -32,9 +33,11 @@ def run_curve(data: dict) -> tuple[list[float], list[int], int, int, float | Non
     """``(monitor after each pass, step after each pass, recorded chosen pass, patience,
     stop_at)`` of one result JSON."""
     monitor = data["provenance"].get("monitor")
+    if not monitor:
+        raise ValueError("its provenance names no validation monitor (written by an older attnlab)")
     key = f"valid/{monitor}"
     history = data.get("history") or []
-    if not monitor or not history or any(key not in h for h in history):
+    if not history or any(key not in h for h in history):
         raise ValueError(f"no validation curve of {key!r} in every pass of its history (a refit, or written "
                          "by an older attnlab)")
     trainer = data["config"]["trainer"]
@@ -44,8 +47,16 @@ def run_curve(data: dict) -> tuple[list[float], list[int], int, int, float | Non
 
 def replay_folder(folder: Path, patiences: list[int]) -> tuple[list[dict], list[str]]:
     """One row per (run, patience) of the results in ``folder``, and one message per
-    result that cannot be replayed."""
+    result (or patience) that cannot be replayed."""
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder: pass a results index folder, e.g. outputs/results/cj_churn "
+                         "(its <hash>.json files)")
     found, skipped = read_index(folder, warn=lambda m: None)
+    if not found and not skipped:
+        subs = sorted(p.name for p in folder.iterdir() if p.is_dir() and any(p.glob("*.json")))
+        raise ValueError(f"{folder} holds no result JSON. " + (
+            f"It has experiment folders: pass one of them, e.g. {folder / subs[0]} (all: {', '.join(subs)})."
+            if subs else "Pass a results index folder, e.g. outputs/results/cj_churn."))
     rows = []
     for path, data in found:
         try:
@@ -57,10 +68,14 @@ def replay_folder(folder: Path, patiences: list[int]) -> tuple[list[dict], list[
             skipped.append(f"{path}: its own patience {own} does not reproduce its chosen pass {chosen} and "
                            f"{len(curve)} passes (a resumed run whose patience changed?); not replayed")
             continue
+        # results before provenance.stopped_by: its own patience stopped it if it ended on that many bad passes
+        stopped = data["provenance"].get("stopped_by")
+        by_patience = stopped == "patience" if stopped else len(curve) - chosen >= own
         for p in patiences:
-            if p > own:
-                raise SystemExit(f"--patience {p} is above {path}'s own trainer.patience={own}: the passes it "
-                                 "would add were never trained. Replay patience values up to it.")
+            if p > own and by_patience:
+                skipped.append(f"{path}: patience {p} is above its own trainer.patience={own}, which stopped it; "
+                               "the passes it would add were never trained")
+                continue
             pick, passes = replay_stopping(curve, patience=p, stop_at=stop_at)
             run_dir = data["provenance"].get("run_dir")
             rows.append({"run": Path(run_dir).name if run_dir else path.stem, "patience": p, "chosen": pick,
@@ -75,15 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patience", nargs="+", type=int, default=[1, 2], help="values to replay (default: 1 2)")
     ap.add_argument("--runs", action="store_true", help="also print one line per run")
     args = ap.parse_args(argv)
+    if min(args.patience) < 1:
+        raise SystemExit("--patience values must be >= 1")
+    replayed = []
+    for folder in args.folders:
+        try:
+            replayed.append((folder, *replay_folder(folder, args.patience)))
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
     print("| results | patience | runs | chosen pass changes | steps saved |")
     print("|---|---:|---:|---:|---:|")
-    notes = []
-    for folder in args.folders:
-        if not folder.is_dir():
-            raise SystemExit(f"{folder} is not a folder: pass a results index folder, e.g. "
-                             "outputs/results/cj_churn (its <hash>.json files)")
-        rows, skipped = replay_folder(folder, args.patience)
-        notes += skipped
+    for folder, rows, _ in replayed:
         for p in args.patience:
             mine = [r for r in rows if r["patience"] == p]
             if not mine:
@@ -93,12 +110,13 @@ def main(argv: list[str] | None = None) -> int:
             total = sum(r["recorded_steps"] for r in mine)
             print(f"| {folder} | {p} | {len(mine)} | {changed} | {saved:,} of {total:,} ({saved / total:.0%}) |")
     if args.runs:
-        for folder in args.folders:
-            for r in replay_folder(folder, args.patience)[0]:
+        for folder, rows, _ in replayed:
+            for r in rows:
                 print(f"{folder.name} {r['run']} patience {r['patience']}: pass {r['chosen']} "
                       f"of {r['passes']} (recorded: {r['recorded_chosen']} of {r['recorded_passes']})")
-    for n in notes:
-        print(f"skipped {n}", file=sys.stderr)
+    for _, _, skipped in replayed:
+        for n in skipped:
+            print(n if n.startswith("skipping ") else f"skipping {n}", file=sys.stderr)
     return 0
 
 

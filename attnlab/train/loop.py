@@ -414,7 +414,7 @@ def fit(model, task, store: SequenceStore, split: Split, tr: TrainerConfig, *, m
     steps = _StepLog(tracker, lr_schedule(tr, total_steps), every=log_every)
     base_key = meshes.replicate(jax.random.key(seed), mesh)  # a step's dropout key: fold_in(seed, step)
     while ((pass_cap is None or state.epoch < pass_cap) and state.step < total_steps
-           and state.bad_epochs < int(tr.patience) and not reached(state.best, tr.stop_at)):
+           and not early_stop(state.bad_epochs, state.best, patience=tr.patience, stop_at=tr.stop_at)):
         epoch = state.epoch
         t0 = time.perf_counter()
         batches = task.train_batches(store, split, max_len=model.max_len, batch_size=int(tr.batch_size),
@@ -454,6 +454,12 @@ def reached(best: float | None, stop_at: float | None) -> bool:
     return stop_at is not None and best is not None and best >= stop_at
 
 
+def early_stop(bad_passes: int, best: float | None, *, patience: int, stop_at: float | None) -> bool:
+    """Whether training stops after a validated pass: ``patience`` passes in a row without
+    improvement, or the best monitor at ``stop_at`` (:func:`reached`)."""
+    return bad_passes >= int(patience) or reached(best, stop_at)
+
+
 def improves(best: float | None, value: float) -> bool:
     """Whether a pass's validation monitor replaces the chosen checkpoint: only a strictly
     higher value does (a tie keeps the earlier, cheaper pass)."""
@@ -467,10 +473,10 @@ def replay_stopping(curve: Sequence[float], *, patience: int, stop_at: float | N
 
     Exact, not an estimate: the schedule is sized by ``trainer.max_steps``, so a run that
     stops sooner is the recorded run cut short, and the rule is :func:`fit`'s own
-    (:func:`improves`, ``bad_epochs >= patience``, :func:`reached`). Only a replay that
-    stops no later than the recorded run can be read off its curve; when the curve ends
-    before this rule stops, ``passes run`` is ``len(curve)``, which is right only if the
-    recorded run ended on its budget.
+    (:func:`improves`, :func:`early_stop`). Only a replay that stops no later than the
+    recorded run can be read off its curve; when the curve ends before this rule stops,
+    ``passes run`` is ``len(curve)``, which is right only if the recorded run did not end
+    by its own patience (it ended on its step budget, ``max_epochs`` or ``stop_at``).
     """
     if patience < 1:
         raise ValueError(f"patience={patience}: at least one pass without improvement must be allowed.")
@@ -480,7 +486,7 @@ def replay_stopping(curve: Sequence[float], *, patience: int, stop_at: float | N
             best, chosen, bad = float(value), i, 0
         else:
             bad += 1
-        if bad >= patience or reached(best, stop_at):
+        if early_stop(bad, best, patience=patience, stop_at=stop_at):
             return chosen, i
     return chosen, len(curve)
 

@@ -25,7 +25,7 @@ def compose_cfg(overrides, *, hydra=True):
         return compose(config_name="config", overrides=overrides, return_hydra_config=hydra)
 
 
-def fake_result(model, seed, distance, *, planted_hr1, planted_hr10, n=40, max_len=64):
+def fake_result(model, seed, distance, *, planted_hr1, planted_hr10, n=40, max_len=64, max_steps=2400):
     metrics = {
         "model": {"hr@10": 0.7, "planted/hr@1": planted_hr1, "planted/hr@10": planted_hr10,
                   "planted/mrr": planted_hr1, "planted/n": n, "planted/visible": 1.0,
@@ -33,7 +33,7 @@ def fake_result(model, seed, distance, *, planted_hr1, planted_hr10, n=40, max_l
         "most_popular": {"hr@10": 0.5, "planted/hr@1": 0.0, "planted/hr@10": 0.0, "planted/n": n},
         "planted_oracle": {"hr@10": 0.8, "planted/hr@1": 1.0, "planted/hr@10": 1.0, "planted/n": n},
     }
-    config = {"seed": seed, "model": {"name": model, "max_len": max_len},
+    config = {"seed": seed, "model": {"name": model, "max_len": max_len}, "trainer": {"max_steps": max_steps},
               "data": {"name": "synthetic", "options": {"trigger_distance": distance, "n_triggers": 8}}}
     return RunResult(metrics=metrics, valid={"planted/hr@1": planted_hr1 + 0.01}, history=[], config=config,
                      provenance={"model": model, "seed": seed, "task": "next_item", "wall_s": 12.0})
@@ -172,6 +172,21 @@ def test_memory_limits_reports_where_each_family_stops_remembering():
         lr.memory_limits(df.iloc[:0])
     # straight from collect_results
     assert set(lr.memory_limits(lr.collect_results(fake_grid()))["model"]) == {"lstm", "vanilla"}
+
+
+def test_one_budget_per_point_or_a_clear_error():
+    """Runs of one family and distance at two step budgets (the LSTM at 2,400 and 9,600
+    steps: 0.21 vs 0.97 at distance 128) are not seeds of one point: summaries, limits
+    and the plot refuse to average them, naming the family, distance and budgets."""
+    longer = [fake_result("lstm", seed, 128, planted_hr1=0.97, planted_hr10=1.0, max_steps=9600) for seed in (0, 1)]
+    df = lr.collect_results(fake_grid() + longer)
+    assert sorted(df.loc[(df.model == "lstm") & (df.distance == 128), "max_steps"]) == [2400, 2400, 9600, 9600]
+    for call in (lr.summarize, lr.memory_limits, lr.plot_accuracy_vs_distance):
+        with pytest.raises(ValueError, match=r"lstm at distance 128 has runs at 2 step budgets \(trainer.max_steps \[2400, 9600\]\)"):
+            call(df)
+    one = df[df.max_steps == 9600]
+    assert lr.summarize(one)["planted_hr@1_mean"].tolist() == [pytest.approx(0.97)]
+    assert lr.memory_limits(df[df.max_steps == 2400]).set_index("model").loc["lstm", "forgets_at"] == 128
 
 
 def test_collect_results_with_explicit_configs_and_pairs():

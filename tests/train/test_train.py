@@ -106,15 +106,21 @@ def test_a_smaller_patience_is_the_run_cut_short_as_its_replay_says(tmp_path):
     every reported number."""
     import importlib.util
 
+    from attnlab.train.loop import replay_stopping, results_dir
+
     common = ("trainer.max_steps=60", "trainer.max_epochs=4")
-    full = train_and_evaluate(tiny_cfg(tmp_path, *common, "trainer.patience=10", out="full"))
+    # its own results index: the session's (ATTNLAB_OUTPUTS) holds other tests' runs too
+    full_cfg = tiny_cfg(tmp_path, *common, "trainer.patience=10", f"paths.results_dir={tmp_path / 'index'}",
+                        out="full")
+    full = train_and_evaluate(full_cfg)
     curve = [h["valid/ndcg@10"] for h in full.history]
-    if all(b > a for a, b in zip(curve, curve[1:])):      # the fixture must give patience 1 a stop
-        pytest.fail(f"the tiny run improved on every pass ({curve}): nothing to cut")
+    if replay_stopping(curve, patience=1)[1] == len(curve):   # the fixture must give patience 1 a stop
+        pytest.fail(f"patience 1 would run every pass of the tiny run ({curve}): nothing to cut")
     spec = importlib.util.spec_from_file_location("stop_replay", CONFIGS.parent / "experiments" / "stop_replay.py")
     stop_replay = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stop_replay)
-    rows, skipped = stop_replay.replay_folder(Path(full.path).parent, [1])
+    index = results_dir(OmegaConf.to_container(full_cfg, resolve=True)) / full.provenance["experiment"]
+    rows, skipped = stop_replay.replay_folder(index, [1])   # the results index, as the script is used
     assert not skipped and len(rows) == 1, (rows, skipped)
     want = rows[0]
     assert (want["recorded_chosen"], want["recorded_passes"]) == (full.provenance["best_epoch"], len(curve))
@@ -124,11 +130,12 @@ def test_a_smaller_patience_is_the_run_cut_short_as_its_replay_says(tmp_path):
     assert (short.provenance["best_epoch"], short.provenance["epochs_trained"]) == (want["chosen"], want["passes"])
     assert short.provenance["steps_trained"] == want["steps"] and short.provenance["stopped_by"] == "patience"
     assert [h["valid/ndcg@10"] for h in short.history] == curve[:want["passes"]]
-    if want["chosen"] == want["recorded_chosen"]:           # the same checkpoint: the same numbers
-        times = {"wall_s", "train_s", "peak_rss_mb"}
-        got, ref = short.metrics["model"], full.metrics["model"]
-        np.testing.assert_array_equal([got[k] for k in sorted(got) if k not in times],
-                                      [ref[k] for k in sorted(ref) if k not in times])
+    if want["chosen"] != want["recorded_chosen"]:           # the fixture must keep the pick to compare numbers
+        pytest.fail(f"patience 1 changes the tiny run's pick ({curve}): no same-checkpoint numbers to compare")
+    times = {"wall_s", "train_s", "peak_rss_mb"}                  # the same checkpoint: the same numbers
+    got, ref = short.metrics["model"], full.metrics["model"]
+    np.testing.assert_array_equal([got[k] for k in sorted(got) if k not in times],
+                                  [ref[k] for k in sorted(ref) if k not in times])
 
 
 TINY_MODEL = ("logger=none", "progress=false", "model.d_model=16", "model.n_layers=1",

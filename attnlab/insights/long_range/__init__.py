@@ -23,7 +23,9 @@ The grid itself lives in ``configs/experiment/long_range.yaml``
 (``python experiments/train.py -m experiment=long_range``).
 """
 
-from attnlab.insights.long_range.analysis import ORACLE, collect_results, memory_limits, planted_in_window, summarize
+from attnlab.insights.long_range.analysis import (
+    ORACLE, check_one_budget, collect_results, memory_limits, planted_in_window, summarize,
+)
 from attnlab.insights.long_range.grid import (
     COLUMNS, DISTANCE_KEY, DISTANCES, FORGETS, MAX_EVENTS_KEY, MAX_LEN, MODELS, REMEMBERS, SEEDS, config_grid,
     sweep_overrides, window_for,
@@ -33,6 +35,6 @@ from attnlab.insights.long_range.runs import config_value, load_runs
 
 __all__ = [
     "COLUMNS", "DISTANCES", "DISTANCE_KEY", "FORGETS", "MAX_EVENTS_KEY", "MAX_LEN", "MODELS", "ORACLE",
-    "REMEMBERS", "SEEDS", "collect_results", "config_grid", "config_value", "load_runs", "memory_limits",
+    "REMEMBERS", "SEEDS", "check_one_budget", "collect_results", "config_grid", "config_value", "load_runs", "memory_limits",
     "planted_in_window", "plot_accuracy_vs_distance", "summarize", "sweep_overrides", "window_for",
 ]

@@ -74,7 +74,7 @@ def collect_results(source: Any, configs: Sequence[Any] | None = None, *,
 
     Returns:
       DataFrame with ``distance`` (baskets, from the run config; NaN without one),
-      ``model``, ``seed``, ``max_len``, the model's test ``planted_hr@1``,
+      ``model``, ``seed``, ``max_len``, ``max_steps`` (the step budget), the model's test ``planted_hr@1``,
       ``planted_hr@10``, ``planted_mrr``, ``planted_n``, ``planted_visible`` (share of
       planted examples whose trigger is inside the model's ``max_len`` window; from
       ``per_example.npz`` when the window is known, else the evaluator's share),
@@ -99,6 +99,7 @@ def collect_results(source: Any, configs: Sequence[Any] | None = None, *,
             "model": prov.get("model") or config_value(cfg, "model.name"),
             "seed": prov.get("seed", config_value(cfg, "seed")),
             "max_len": max_len,
+            "max_steps": float(config_value(cfg, "trainer.max_steps", float("nan"))),
             "planted_hr@1": _metric(res, "model", "planted/hr@1"),
             "planted_hr@10": _metric(res, "model", "planted/hr@10"),
             "planted_mrr": _metric(res, "model", "planted/mrr"),
@@ -119,10 +120,27 @@ def collect_results(source: Any, configs: Sequence[Any] | None = None, *,
     return df.sort_values(["distance", "model", "seed"], kind="stable").reset_index(drop=True)
 
 
+def check_one_budget(df: pd.DataFrame) -> None:
+    """Refuse a frame where one (model, distance) holds runs of different step budgets
+    (``max_steps``): averaging them as seeds would mix a short and a long training (the
+    LSTM at 2,400 and 9,600 steps differs by 0.2 vs 0.97 at distance 128)."""
+    if "max_steps" not in df or df.empty:
+        return
+    budgets = df.dropna(subset=["max_steps"]).groupby(["model", "distance"])["max_steps"].unique()
+    mixed = budgets[budgets.map(len) > 1]
+    if len(mixed):
+        (model, distance), steps = next(iter(mixed.items()))
+        raise ValueError(f"{model} at distance {distance:g} has runs at {len(steps)} step budgets "
+                         f"(trainer.max_steps {sorted(int(s) for s in steps)}); their mean is not a mean "
+                         f"over seeds. Select one budget first, e.g. df[df.max_steps == {int(min(steps))}].")
+
+
 def summarize(df: pd.DataFrame, metrics: Sequence[str] = ("planted_hr@1", "planted_mrr")
               ) -> pd.DataFrame:
     """Mean and std over seeds per (model, distance): columns ``<metric>_mean`` /
-    ``<metric>_std`` plus ``n_seeds`` and ``planted_n`` (summed over seeds)."""
+    ``<metric>_std`` plus ``n_seeds`` and ``planted_n`` (summed over seeds). A frame that
+    mixes step budgets for one (model, distance) is refused (:func:`check_one_budget`)."""
+    check_one_budget(df)
     g = df.groupby(["model", "distance"], sort=True)
     out = g[list(metrics)].agg(["mean", "std"])
     out.columns = [f"{m}_{s}" for m, s in out.columns]
@@ -153,6 +171,7 @@ def memory_limits(df: pd.DataFrame, *, metric: str = "planted_hr@1", remembers: 
     """
     if df.empty:
         raise ValueError("no runs (empty DataFrame)")
+    check_one_budget(df)
     present = list(dict.fromkeys(df["model"]))
     order = list(models) if models is not None else (
         [m for m in MODELS if m in present] + [m for m in present if m not in MODELS])

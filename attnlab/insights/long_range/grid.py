@@ -26,7 +26,7 @@ MAX_EVENTS_KEY = "data.options.max_events"
 REMEMBERS, FORGETS = 0.9, 0.5
 #: Columns of :func:`collect_results` (one row per run).
 COLUMNS: tuple[str, ...] = (
-    "distance", "model", "seed", "max_len", "planted_hr@1", "planted_hr@10", "planted_mrr",
+    "distance", "model", "seed", "max_len", "max_steps", "planted_hr@1", "planted_hr@10", "planted_mrr",
     "planted_n", "planted_visible", "planted_cued", "valid_planted_hr@1", "hr@10", "chance_hr@1",
     "baseline_planted_hr@1", "baseline_planted_hr@10", "baseline_hr@10", "oracle_planted_hr@1",
     "wall_s", "path",

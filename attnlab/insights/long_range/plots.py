@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from attnlab.insights.long_range.analysis import check_one_budget
 from attnlab.insights.long_range.grid import FORGETS, MODELS, REMEMBERS
 
 
@@ -37,6 +38,7 @@ def plot_accuracy_vs_distance(df: pd.DataFrame,
         raise ValueError("no runs to plot (empty DataFrame)")
     if df["distance"].isna().all():
         raise ValueError("no run has a known distance: pass the run configs to collect_results")
+    check_one_budget(df)
     present = list(dict.fromkeys(df["model"]))
     models = list(models) if models is not None else (
         [m for m in MODELS if m in present] + [m for m in present if m not in MODELS])
