@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from attnlab.results import read_index  # noqa: E402
-from attnlab.train.loop import replay_stopping  # noqa: E402
+from attnlab.train.loop import early_stop, replay_stopping  # noqa: E402
 
 
 def run_curve(data: dict) -> tuple[list[float], list[int], int, int, float | None]:
@@ -68,9 +68,10 @@ def replay_folder(folder: Path, patiences: list[int]) -> tuple[list[dict], list[
             skipped.append(f"{path}: its own patience {own} does not reproduce its chosen pass {chosen} and "
                            f"{len(curve)} passes (a resumed run whose patience changed?); not replayed")
             continue
-        # results before provenance.stopped_by: its own patience stopped it if it ended on that many bad passes
+        # results from before provenance.stopped_by: the loop's own rule on the passes after the pick
         stopped = data["provenance"].get("stopped_by")
-        by_patience = stopped == "patience" if stopped else len(curve) - chosen >= own
+        by_patience = (stopped == "patience" if stopped
+                       else early_stop(len(curve) - chosen, None, patience=own, stop_at=None))
         for p in patiences:
             if p > own and by_patience:
                 skipped.append(f"{path}: patience {p} is above its own trainer.patience={own}, which stopped it; "
